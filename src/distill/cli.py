@@ -1,0 +1,136 @@
+"""The ``distill`` command: what is not a pipeline stage (stages run through ``dvc exp run``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from distill import __version__
+from distill.errors import DistillError
+
+
+class _Group(click.Group):
+    """Print a DistillError as a one-line message with exit status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DistillError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="distill")
+def main() -> None:
+    """Reproducible LLM knowledge distillation.
+
+    The pipeline itself runs with DVC (`dvc exp run`); these commands inspect filters, check and compose
+    the configuration, and report results.
+    """
+
+
+# ----------------------------------------------------------------------------- filters
+@main.group()
+def filters() -> None:
+    """Inspect the filters (task definitions) under filters/."""
+
+
+@filters.command("list")
+@click.option("--root", default="filters", show_default=True, help="folder holding <name>/<version>/filter.yaml")
+def filters_list(root: str) -> None:
+    """List every filter and whether it loads."""
+    from distill.filterspec import list_filters, load_filter
+
+    found = list_filters(root)
+    if not found:
+        raise DistillError(f"no filters found under {root}/ (expected {root}/<name>/<version>/filter.yaml)")
+    for name, version, path in found:
+        try:
+            spec = load_filter(path)
+            click.echo(f"{name:<36}{version:<6}{len(spec.dimensions)} dimensions, tiers: {', '.join(spec.tier_names)}")
+        except DistillError as e:
+            click.echo(f"{name:<36}{version:<6}INVALID: {str(e).splitlines()[0]}")
+
+
+@filters.command("show")
+@click.argument("name")
+@click.option("--version", "version", default="v1", show_default=True)
+@click.option("--root", default="filters", show_default=True)
+@click.option("--schema", is_flag=True, help="print the JSON schema the oracle must satisfy")
+def filters_show(name: str, version: str, root: str, schema: bool) -> None:
+    """Show a filter: dimensions, weights, tiers, prefilter rules."""
+    from distill.filterspec import filter_dir, load_filter
+
+    spec = load_filter(filter_dir(root, name, version))
+    if schema:
+        click.echo(json.dumps(spec.json_schema, indent=2))
+        return
+    click.echo(f"{spec.name} {spec.version}: {spec.description}\n")
+    click.echo("dimensions (weight):")
+    for d in spec.dimensions:
+        click.echo(f"  {d.name:<26}{d.weight:>5.2f}  {d.question}")
+    click.echo("\ntiers (overall score >= min):")
+    for t in spec.tiers:
+        click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
+    p = spec.prefilter
+    click.echo("\nprefilter:")
+    click.echo(f"  min_words={p.min_words} max_words={p.max_words} min_english_share={p.min_english_share}")
+    for rule in p.block_patterns:
+        click.echo(f"  block {rule.reason}: /{rule.pattern}/")
+    if p.require_keywords:
+        click.echo(f"  require one of {len(p.require_keywords.keywords)} keywords, else {p.require_keywords.reason}")
+
+
+# ----------------------------------------------------------------------------- config
+@main.group()
+def config() -> None:
+    """Check or compose the pipeline configuration."""
+
+
+@config.command("check")
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+def config_check(params_path: str) -> None:
+    """Validate every section of params.yaml, the filter it names and the oracle's API key."""
+    from distill.config import check_all, load_dotenv, read_params
+
+    load_dotenv()
+    problems = check_all(read_params(params_path))
+    if problems:
+        for p in problems:
+            click.echo(f"error: {p}", err=True)
+        sys.exit(2)
+    click.echo(f"{params_path}: ok")
+
+
+@config.command("compose")
+@click.argument("overrides", nargs=-1)
+@click.option("--output", default="params.yaml", show_default=True)
+@click.option("--config-dir", default="conf", show_default=True)
+def config_compose(overrides: tuple[str, ...], output: str, config_dir: str) -> None:
+    """Compose conf/ (with Hydra OVERRIDES such as student=lora) into params.yaml, as `dvc exp run` does."""
+    from distill.params import compose_to_file
+
+    compose_to_file(Path(config_dir), Path(output), list(overrides))
+    click.echo(f"wrote {output}")
+
+
+# ----------------------------------------------------------------------------- report
+@main.command()
+@click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
+def report(metrics_path: str) -> None:
+    """Print the evaluation table of the last evaluate run."""
+    from distill.evaluate import format_table
+
+    path = Path(metrics_path)
+    if not path.is_file():
+        raise DistillError(f"{path} not found: run the pipeline first (`dvc exp run`)")
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    click.echo(format_table(metrics, title=f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"))
+
+
+if __name__ == "__main__":
+    main()

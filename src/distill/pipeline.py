@@ -1,0 +1,236 @@
+"""One function per DVC stage: typed config in, files and a metrics dict out.
+
+The scripts in ``stages/`` only read ``params.yaml`` and call these, so every stage can be run and
+tested without DVC or Hydra. Output locations come from the config (``output_dir`` of each section),
+and ``dvc.yaml`` interpolates the same params, so paths are written down once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from distill import jsonl
+from distill.config import (
+    EvaluateConfig, FilterRef, LabelConfig, MergeConfig, OracleConfig, PrefilterConfig, SplitConfig, TrainConfig,
+)
+from distill.errors import ConfigError, DistillError, InputError
+from distill.filterspec import FilterSpec, load_filter
+
+log = logging.getLogger("distill")
+
+METRICS_DIR = Path("metrics")
+
+
+def _require(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p} not found: {what}")
+    return p
+
+
+# ----------------------------------------------------------------------------- prefilter
+def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    from distill.prefilter import PASS, apply_rules, records_frame
+    from distill.sources import read_corpus
+
+    t0 = time.perf_counter()
+    corpus = read_corpus(cfg)
+    decisions = apply_rules(records_frame(corpus.records), spec.prefilter).to_list() if corpus.records else []
+    out = Path(cfg.output_dir)
+    passed = [r for r, d in zip(corpus.records, decisions) if d == PASS]
+    jsonl.write_jsonl(out / "passed.jsonl", passed)
+    blocked = [{**r, "reason": d} for r, d in zip(corpus.records, decisions) if d != PASS]
+    jsonl.write_jsonl(out / "blocked_sample.jsonl", _sample_per_reason(blocked, cfg.blocked_sample_size))
+    jsonl.write_jsonl(out / "quarantine.jsonl", corpus.quarantine)
+    by_reason = dict(sorted(Counter(b["reason"] for b in blocked).items()))
+    metrics = {
+        "rows_read": corpus.rows_read,
+        "quarantined": len(corpus.quarantine),
+        "quarantine_reasons": corpus.quarantine_counts,
+        "records": len(corpus.records),
+        "passed": len(passed),
+        "blocked": len(blocked),
+        "blocked_by_reason": by_reason,
+        "pass_rate": round(len(passed) / len(corpus.records), 4) if corpus.records else 0.0,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    jsonl.write_json(metrics_dir / "prefilter.json", metrics)
+    if corpus.quarantine:
+        log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", len(corpus.quarantine),
+                    out / "quarantine.jsonl", ", ".join(f"{k}={v}" for k, v in sorted(corpus.quarantine_counts.items())))
+    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked), by_reason)
+    return metrics
+
+
+def _sample_per_reason(blocked: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Up to ``size`` blocked rows for audit, spread across reasons, in input order."""
+    if not blocked or size <= 0:
+        return []
+    reasons = sorted({b["reason"] for b in blocked})
+    per = max(1, size // len(reasons))
+    taken: Counter[str] = Counter()
+    sample = []
+    for b in blocked:
+        if taken[b["reason"]] < per and len(sample) < size:
+            taken[b["reason"]] += 1
+            sample.append(b)
+    return sample
+
+
+# ----------------------------------------------------------------------------- label
+def label(
+    label_cfg: LabelConfig, oracle_cfg: OracleConfig, spec: FilterSpec, input_path: str | Path,
+    metrics_dir: Path = METRICS_DIR, provider=None,
+) -> dict[str, Any]:
+    from distill.oracle import make_provider
+    from distill.oracle.cache import ResponseCache
+    from distill.oracle.engine import Labeler
+
+    input_path = _require(input_path, "run the prefilter stage first")
+    provider = provider or make_provider(oracle_cfg)  # a missing key fails here, before any request
+    total = sum(1 for _ in open(input_path, encoding="utf-8"))
+    cache = ResponseCache(label_cfg.cache_path)
+    labeler = Labeler(
+        spec, provider, cache, max_words=label_cfg.max_words, max_attempts=label_cfg.max_attempts,
+        temperature=oracle_cfg.temperature, max_tokens=oracle_cfg.max_tokens, seed=oracle_cfg.seed,
+    )
+    out = Path(label_cfg.output_dir)
+    log.info("label: %d records with %s, concurrency %d, up to %d attempts each, cache %s (%d answers)",
+             total, provider.describe(), label_cfg.concurrency, label_cfg.max_attempts, label_cfg.cache_path, len(cache))
+    t0 = time.perf_counter()
+
+    async def run() -> None:
+        last = time.perf_counter()
+        try:
+            with jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad:
+                async for kind, row in labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency):
+                    (good if kind == "valid" else bad).write(row)
+                    done = good.count + bad.count
+                    if time.perf_counter() - last > 10 or done == total:
+                        last = time.perf_counter()
+                        s = labeler.stats
+                        log.info("label: %d/%d done (valid %d, invalid %d); %d paid requests, %d cache hits; %.2f records/s",
+                                 done, total, s.valid, s.invalid, s.requests, s.cache_hits, done / max(last - t0, 1e-9))
+        finally:
+            await provider.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        cache.close()
+    stats = labeler.stats
+    metrics = {**stats.as_dict(), "oracle": provider.describe(), "seconds": round(time.perf_counter() - t0, 3)}
+    jsonl.write_json(metrics_dir / "label.json", metrics)
+    if stats.provider_errors:
+        raise DistillError(
+            f"{stats.provider_errors} request(s) failed after retries (first: {labeler.first_error}). "
+            "Answers received so far are cached: rerun the stage to retry only what failed."
+        )
+    return metrics
+
+
+# ----------------------------------------------------------------------------- merge
+def merge(cfg: MergeConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    from distill.merge import dedup_exact, rescore
+
+    def rows():
+        for path in cfg.inputs:
+            for row in jsonl.read_jsonl(_require(path, "list existing label files in merge.inputs")):
+                yield {**rescore(row, spec), "label_file": path}
+
+    out = Path(cfg.output_dir)
+    kept, dropped = 0, 0
+    tiers: Counter[str] = Counter()
+    with jsonl.AtomicWriter(out / "labels.jsonl") as keep, jsonl.AtomicWriter(out / "duplicates.jsonl") as dupes:
+        for row, dup in dedup_exact(rows()):
+            if dup is None:
+                keep.write(row)
+                kept += 1
+                tiers[row["tier"]] += 1
+            else:
+                dupes.write({**dup, "label_file": row["label_file"]})
+                dropped += 1
+    metrics = {"inputs": len(cfg.inputs), "rows_in": kept + dropped, "kept": kept, "exact_duplicates": dropped,
+               "tiers": {t: tiers.get(t, 0) for t in spec.tier_names}}
+    jsonl.write_json(metrics_dir / "merge.json", metrics)
+    log.info("merge: %d rows in, %d kept, %d exact duplicates dropped", kept + dropped, kept, dropped)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- split
+def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
+
+    rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
+    if len(rows) < 3:
+        raise InputError(f"{input_path}: only {len(rows)} labelled example(s); a split needs at least 3")
+    fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
+    parts = stratified_split(rows, fractions, cfg.seed)
+    report = balance_report(parts, spec.tier_names, cfg.balance.min_share, cfg.balance.max_share)
+    leaks = leakage({s: [to_chat(r) for r in parts[s]] for s in SPLITS})
+    for v in report["violations"]:
+        log.warning("split: balance: %s", v)
+    if report["violations"] and cfg.balance.on_violation == "fail":
+        raise ConfigError("tier balance out of bounds: " + "; ".join(report["violations"])
+                          + " (relax split.balance or set split.balance.on_violation=warn)")
+    out = Path(cfg.output_dir)
+    for s in SPLITS:
+        jsonl.write_jsonl(out / f"{s}.jsonl", (to_chat(r) for r in parts[s]))
+    metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed, "tier_counts": report["counts"],
+               "tier_shares": report["shares"], "balance_violations": report["violations"], "leaked_prompts": leaks}
+    jsonl.write_json(metrics_dir / "split.json", metrics)
+    log.info("split: %s", metrics["sizes"])
+    return metrics
+
+
+# ----------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    from distill.students import train_student
+
+    split_dir = Path(split_dir)
+    train_rows = list(jsonl.read_jsonl(_require(split_dir / "train.jsonl", "run the split stage first")))
+    val_rows = list(jsonl.read_jsonl(_require(split_dir / "val.jsonl", "run the split stage first")))
+    if not train_rows:
+        raise InputError(f"{split_dir / 'train.jsonl'} is empty: nothing to train on")
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    metrics = train_student(student_cfg, train_rows, val_rows, spec.dimension_names, out)
+    metrics = {"student": student_cfg.kind, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
+    jsonl.write_json(metrics_dir / "train.json", metrics)
+    log.info("train: %s", metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- evaluate
+def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model_dir: str | Path,
+             metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    from distill.evaluate import evaluate as score
+    from distill.evaluate import format_table
+    from distill.students import predict, read_manifest
+
+    test_rows = list(jsonl.read_jsonl(_require(Path(split_dir) / "test.jsonl", "run the split stage first")))
+    manifest = read_manifest(model_dir)
+    t0 = time.perf_counter()
+    predictions = predict(model_dir, test_rows, spec.json_schema)
+    metrics, rows, per_dim = score(test_rows, predictions, spec)
+    metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
+    out = Path(cfg.output_dir)
+    jsonl.write_json(out / "confusion.json", rows)
+    jsonl.write_json(out / "per_dimension.json", per_dim)
+    jsonl.write_jsonl(out / "predictions.jsonl", predictions)
+    jsonl.write_json(metrics_dir / "eval.json", metrics)
+    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items"))
+    return metrics
+
+
+def filter_spec(ref: FilterRef) -> FilterSpec:
+    return load_filter(ref.path)

@@ -1,0 +1,17 @@
+"""evaluate stage: the student against the oracle on the test split."""
+
+from distill import pipeline
+from distill.config import section
+from distill.stage import stage
+
+
+@stage
+def main(params):
+    spec = pipeline.filter_spec(section(params, "filter"))
+    split_dir = section(params, "split").output_dir
+    model_dir = section(params, "train").output_dir
+    pipeline.evaluate(section(params, "evaluate"), spec, split_dir, model_dir)
+
+
+if __name__ == "__main__":
+    main()
