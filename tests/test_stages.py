@@ -1,0 +1,104 @@
+"""Stage entry points as DVC runs them: subprocesses reading params.yaml, clean errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from distill.params import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _workdir(tmp_path: Path, overrides: list[str]) -> Path:
+    """A working directory with params.yaml composed from conf/ and a copy of filters/."""
+    shutil.copytree(ROOT / "filters", tmp_path / "filters")
+    params = compose(ROOT / "conf", overrides)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+def _run(stage: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=cwd,
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_malformed_corpus_is_quarantined_with_line_and_reason(tmp_path):
+    good = {"id": "a1", "title": "Solar", "text": "The solar farm " + "works well and makes power. " * 20}
+    lines = [
+        json.dumps(good).encode(),
+        b'{"id": "a2", "title": "broken", "text": "no closing brace"',
+        json.dumps({"id": "a3", "title": "no text here"}).encode(),
+        '{"id": "a4", "title": "Caf\u00e9", "text": "Latin-1 bytes"}'.encode("latin-1"),
+        json.dumps({**good, "id": "a5"}).encode(),
+    ]
+    (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((cwd / "metrics/prefilter.json").read_text())
+    assert metrics["rows_read"] == 5 and metrics["records"] == 2 and metrics["quarantined"] == 3
+    assert metrics["quarantine_reasons"] == {"bad_json": 1, "missing_text": 1, "undecodable_bytes": 1}
+    quarantine = [json.loads(x) for x in (cwd / "data/prefiltered/quarantine.jsonl").read_text().splitlines()]
+    assert [(q["line"], q["reason"]) for q in quarantine] == [
+        (2, "bad_json"), (3, "missing_text"), (4, "undecodable_bytes")]
+    assert all(q["file"] == "corpus.jsonl" for q in quarantine)
+    passed = [json.loads(x)["id"] for x in (cwd / "data/prefiltered/passed.jsonl").read_text().splitlines()]
+    assert passed == ["a1", "a5"]
+    assert "quarantined" in proc.stderr  # the user is told, not only the metrics
+
+
+def test_missing_and_empty_inputs_fail_with_a_clear_message(tmp_path):
+    cwd = _workdir(tmp_path, ["prefilter.input=nope.jsonl"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2
+    assert "nope.jsonl" in proc.stderr and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "params.yaml").write_text(
+        (tmp_path / "params.yaml").read_text().replace("nope.jsonl", "empty.jsonl"))
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2
+    assert "empty.jsonl" in proc.stderr and "empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_broken_filter_fails_before_any_work(tmp_path):
+    cwd = _workdir(tmp_path, [])
+    fpath = cwd / "filters/sustainability_tech_deployment/v1/filter.yaml"
+    fpath.write_text(fpath.read_text().replace("weight: 0.25", "weight: 0.15", 1))
+    for stage in ("prefilter", "label"):
+        proc = _run(stage, cwd)
+        assert proc.returncode == 2, stage
+        assert "sum to 0.9" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (cwd / "data").exists() and not (cwd / ".distill").exists()
+
+
+def test_unordered_tiers_fail_before_any_work(tmp_path):
+    cwd = _workdir(tmp_path, [])
+    fpath = cwd / "filters/sustainability_tech_deployment/v1/filter.yaml"
+    fpath.write_text(fpath.read_text().replace("min_score: 4.5", "min_score: 7.5"))
+    proc = _run("label", cwd)
+    assert proc.returncode == 2
+    assert "strictly decreasing min_score" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_openai_oracle_without_key_fails_before_any_request(tmp_path):
+    cwd = _workdir(tmp_path, ["oracle=openai", "oracle.api_key_env=DISTILL_TEST_MISSING_KEY",
+                              "oracle.base_url=http://127.0.0.1:9/v1"])
+    (cwd / "data/prefiltered").mkdir(parents=True)
+    (cwd / "data/prefiltered/passed.jsonl").write_text(
+        json.dumps({"id": "x", "title": "t", "text": "solar " * 80, "metadata": {}}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "DISTILL_TEST_MISSING_KEY"}
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/label.py")], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "DISTILL_TEST_MISSING_KEY" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (cwd / ".distill").exists()  # not even the cache was opened

@@ -1,0 +1,118 @@
+"""Students: the sklearn baseline and the LoRA student (on a tiny Qwen2 built from a config)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.config import LoraStudent, SklearnStudent
+from distill.filterspec import load_filter
+from distill.students import predict, read_manifest, train_student
+
+SPEC = load_filter("filters/sustainability_tech_deployment/v1")
+DIMS = SPEC.dimension_names
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _example(i: int, topic: str, score: int) -> dict:
+    label = {d: score for d in DIMS} | {"reasoning": f"about {topic}"}
+    overall, tier = SPEC.score({d: score for d in DIMS})
+    user = f"Article {i}: the {topic} project is described here. " + ("operating " * (score // 2))
+    return {
+        "id": f"ex-{i}", "tier": tier, "overall": overall, "scores": {d: score for d in DIMS},
+        "messages": [
+            {"role": "system", "content": "Rate it."},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": json.dumps(label)},
+        ],
+    }
+
+
+def _dataset(n: int) -> list[dict]:
+    topics = [("solar farm", 9), ("pilot electrolyser", 5), ("announced plan", 3), ("football", 0)]
+    return [_example(i, *topics[i % len(topics)]) for i in range(n)]
+
+
+def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
+    train, val, test = _dataset(40), _dataset(8), _dataset(12)
+    cfg = SklearnStudent(kind="sklearn")
+    metrics = train_student(cfg, train, val, DIMS, tmp_path / "m")
+    assert metrics["train_examples"] == 40 and metrics["val_mae"] < 1.0
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["ridge.npz", "student.json", "vectorizer.json"]
+    preds = predict(tmp_path / "m", test, SPEC.json_schema)
+    assert [p["id"] for p in preds] == [e["id"] for e in test]
+    err = [abs(p["scores"][d] - e["scores"][d]) for p, e in zip(preds, test) for d in DIMS]
+    assert sum(err) / len(err) < 1.5  # the four topics are separable by their words
+    assert all(0 <= v <= 10 for p in preds for v in p["scores"].values())
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A 2-layer Qwen2 with a BPE tokenizer trained here: trains in seconds, no download."""
+    pytest.importorskip("torch")
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny-base")
+    texts = [m["content"] for e in _dataset(40) for m in e["messages"]]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts * 5, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<pad>", bos_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(root)
+    config = Qwen2Config(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.slow
+def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
+    train = _dataset(8)
+    cfg = LoraStudent(kind="lora", base_model=tiny_base, rank=16, alpha=32, dropout=0.0,
+                      max_steps=60, learning_rate=2e-2, batch_size=4, max_length=256, max_new_tokens=120,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    metrics = train_student(cfg, train, train[:2], DIMS, tmp_path / "m")
+    assert metrics["steps"] == 60
+    assert metrics["last_step_loss"] < metrics["first_step_loss"] - 0.3  # it learns
+    assert (tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
+    assert read_manifest(tmp_path / "m")["kind"] == "lora"
+
+    preds = predict(tmp_path / "m", train[:4], SPEC.json_schema)
+    assert [p["id"] for p in preds] == [e["id"] for e in train[:4]]
+    assert all(isinstance(p["raw"], str) for p in preds)
+    # every answer either parsed into all dimensions or is marked invalid with its reason
+    for p in preds:
+        assert (p["scores"] is not None and set(p["scores"]) == set(DIMS)) or p["invalid_reason"]
+
+
+@pytest.mark.slow
+def test_lora_training_is_reproducible(tiny_base, tmp_path):
+    train = _dataset(8)
+    cfg = LoraStudent(kind="lora", base_model=tiny_base, max_steps=5, batch_size=2, max_length=256)
+    a = train_student(cfg, train, [], DIMS, tmp_path / "a")
+    b = train_student(cfg, train, [], DIMS, tmp_path / "b")
+    assert a["train_loss"] == b["train_loss"]
+    assert (tmp_path / "a/adapter/adapter_model.safetensors").read_bytes() == (
+        tmp_path / "b/adapter/adapter_model.safetensors"
+    ).read_bytes()
