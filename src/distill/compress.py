@@ -64,5 +64,5 @@ def compress(text: str, max_words: int) -> str:
         break
     if not kept:  # the first sentence alone is over budget
         words = paragraphs[0].split()[:max_words]
-        return " ".join(words) + " …"
+        return " ".join(words) + "…"  # attached, so the ellipsis is not an extra word
     return "\n\n".join(kept)

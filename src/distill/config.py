@@ -62,8 +62,29 @@ class PrefilterConfig(Section):
         return self
 
 
+class RateLimits(Section):
+    """Provider limits the scheduler must respect (null: unlimited)."""
+
+    rpm: float | None = Field(default=None, gt=0)  # requests per minute
+    rps: float | None = Field(default=None, gt=0)  # requests per second
+    input_tpm: float | None = Field(default=None, gt=0)  # input tokens per minute
+    output_tpm: float | None = Field(default=None, gt=0)  # output tokens per minute
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+class Pricing(Section):
+    """US dollars per million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+    batch_discount: float = Field(default=0.5, ge=0, le=1)
+
+
+PROVIDERS = ("local", "openai", "gemini", "anthropic")
+
+
 class OracleConfig(Section):
-    provider: Literal["local", "openai"]
+    provider: Literal["local", "openai", "gemini", "anthropic"]
     model: str
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=384, ge=16)
@@ -75,6 +96,10 @@ class OracleConfig(Section):
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
     request_timeout_s: float = Field(default=120.0, gt=0)
     sdk_max_retries: int = Field(default=2, ge=0)
+    limits: RateLimits = RateLimits()
+    price: Pricing = Pricing()
+    # gemini
+    thinking_budget: int | None = 0
     # local (llama.cpp)
     model_path: str | None = None
     n_ctx: int = Field(default=2048, ge=256)
@@ -82,7 +107,7 @@ class OracleConfig(Section):
 
     @model_validator(mode="after")
     def _provider_fields(self) -> OracleConfig:
-        if self.provider == "openai" and not self.api_key_env:
+        if self.provider != "local" and not self.api_key_env:
             raise ValueError("oracle.api_key_env must name the environment variable holding the API key")
         return self
 
@@ -151,15 +176,13 @@ class LoraStudent(Section):
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    max_steps: int = Field(default=30, ge=1)
+    max_steps: int = Field(default=12, ge=1)
     learning_rate: float = Field(default=5e-4, gt=0)
-    batch_size: int = Field(default=2, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
-    max_length: int = Field(default=1024, ge=32)
-    max_new_tokens: int = Field(default=200, ge=8)
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=2, ge=1)
+    max_length: int = Field(default=1280, ge=32)
+    max_new_tokens: int = Field(default=160, ge=8)
     seed: int = 0
-    #: unsloth on a CUDA GPU when importable, peft + trl otherwise
-    backend: Literal["auto", "peft", "unsloth"] = "auto"
 
 
 class TrainConfig(Section):

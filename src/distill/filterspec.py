@@ -216,6 +216,21 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _regex_problem(pattern: str) -> str | None:
+    """Why the regex engine that runs prefilter patterns (polars, Rust ``regex``) rejects ``pattern``.
+
+    Python's ``re`` is not that engine: it accepts look-around and backreferences, which polars refuses.
+    """
+    import polars as pl
+
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.PolarsError as e:
+        lines = str(e).splitlines()
+        return next((ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")), lines[0])
+    return None
+
+
 def load_filter(path: str | Path) -> FilterSpec:
     """Load and validate ``filter.yaml`` (or the folder holding it)."""
     path = Path(path)
@@ -251,10 +266,12 @@ def load_filter(path: str | Path) -> FilterSpec:
     if "text" not in used:
         raise FilterSpecError(f"{tpath}: template never uses {{text}}, so the oracle would not see the article")
     for rule in spec.prefilter.block_patterns:
-        try:
-            re.compile(rule.pattern)
-        except re.error as e:
-            raise FilterSpecError(f"{path}: prefilter pattern for reason {rule.reason!r} does not compile: {e}") from None
+        problem = _regex_problem(rule.pattern)
+        if problem:
+            raise FilterSpecError(
+                f"{path}: prefilter pattern for reason {rule.reason!r} does not compile "
+                f"(Rust regex syntax, as polars runs it): {problem}"
+            )
     return spec.model_copy(update={"root": path.parent, "template_text": template})
 
 

@@ -89,11 +89,12 @@ def label(
 ) -> dict[str, Any]:
     from distill.oracle import make_provider
     from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Labeler
+    from distill.oracle.engine import Labeler, TooManyProviderErrors
 
     input_path = _require(input_path, "run the prefilter stage first")
     provider = provider or make_provider(oracle_cfg)  # a missing key fails here, before any request
-    total = sum(1 for _ in open(input_path, encoding="utf-8"))
+    with open(input_path, encoding="utf-8") as fh:
+        total = sum(1 for line in fh if line.strip())  # as read_jsonl counts them
     cache = ResponseCache(label_cfg.cache_path)
     labeler = Labeler(
         spec, provider, cache, max_words=label_cfg.max_words, max_attempts=label_cfg.max_attempts,
@@ -115,12 +116,15 @@ def label(
                         last = time.perf_counter()
                         s = labeler.stats
                         log.info("label: %d/%d done (valid %d, invalid %d); %d paid requests, %d cache hits; %.2f records/s",
-                                 done, total, s.valid, s.invalid, s.requests, s.cache_hits, done / max(last - t0, 1e-9))
+                                 done, total, good.count, bad.count, s.requests, s.cache_hits, done / max(last - t0, 1e-9))
         finally:
             await provider.aclose()
 
     try:
         asyncio.run(run())
+    except TooManyProviderErrors as e:  # the oracle looks down: stop, but say how to resume
+        raise DistillError(f"{e}. Answers received so far are cached: rerun the stage to resume; "
+                           "only what was not answered is requested again.") from e
     finally:
         cache.close()
     stats = labeler.stats

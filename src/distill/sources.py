@@ -253,7 +253,7 @@ def read_corpus(cfg: PrefilterConfig, base_dir: str | Path = ".") -> CorpusResul
         raise InputError(f"{cfg.input}: file is empty, nothing to prefilter")
     fmt = detect_format(path, cfg.format)
     result = CorpusResult()
-    seen_ids: dict[str, int | None] = {}
+    seen_ids: dict[str, str] = {}  # id -> where it was first used ("line 3" or "item 2")
     display = str(cfg.input)
 
     def quarantine(row: Row, reason: str, detail: str) -> None:
@@ -283,10 +283,9 @@ def read_corpus(cfg: PrefilterConfig, base_dir: str | Path = ".") -> CorpusResul
         rid = _pick(data, cfg.field_map.get("id", "id"))
         rid = str(rid) if rid is not None else f"{path.stem}:{row.line if row.line is not None else row.item}"
         if rid in seen_ids:
-            where = seen_ids[rid]
-            quarantine(row, "duplicate_id", f"id {rid!r} already used at {'line' if where else 'item'} {where}")
+            quarantine(row, "duplicate_id", f"id {rid!r} already used at {seen_ids[rid]}")
             continue
-        seen_ids[rid] = row.line if row.line is not None else row.item
+        seen_ids[rid] = f"line {row.line}" if row.line is not None else f"item {row.item}"
         metadata = {k: data.get(k) for k in cfg.metadata if data.get(k) is not None}
         result.records.append({"id": rid, "title": title, "text": text, "metadata": metadata})
     if result.rows_read == 0:

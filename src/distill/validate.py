@@ -45,8 +45,6 @@ def extract_json(text: str) -> str:
     m = _FENCE.match(text)
     if m:
         text = m.group(1).strip()
-    if text.startswith("{"):
-        return text
     first, last = text.find("{"), text.rfind("}")
     if first != -1 and last > first:
         return text[first : last + 1]

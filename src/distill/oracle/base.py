@@ -91,4 +91,12 @@ def make_provider(cfg: OracleConfig) -> Provider:
         from distill.oracle.openai_compat import OpenAIProvider
 
         return OpenAIProvider(cfg)
+    if cfg.provider == "gemini":
+        from distill.oracle.gemini import GeminiProvider
+
+        return GeminiProvider(cfg)
+    if cfg.provider == "anthropic":
+        from distill.oracle.anthropic import AnthropicProvider
+
+        return AnthropicProvider(cfg)
     raise ConfigError(f"unknown oracle.provider {cfg.provider!r}")

@@ -65,8 +65,11 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"{self.describe()} answered HTTP {e.status_code}: {_short(e.message)}") from None
         except openai.APIError as e:
             raise ProviderError(f"{self.describe()} request failed: {type(e).__name__}: {_short(str(e))}") from None
-        if not resp.choices:
-            return ChatResponse(text=None, model=resp.model or self.model, finish_reason="no_choices")
+        except ValueError as e:  # a 200 whose body is not a completion (e.g. a proxy's HTML page)
+            raise ProviderError(f"{self.describe()} sent an unreadable response: {_short(str(e))}") from None
+        if not resp.choices:  # not an answer (OpenRouter sends upstream errors as 200 + "error"): never cache it
+            error = (resp.model_extra or {}).get("error")
+            raise ProviderError(f"{self.describe()} answered without a completion: {_short(str(error or 'no choices'))}")
         choice = resp.choices[0]
         usage = resp.usage
         return ChatResponse(

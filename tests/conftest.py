@@ -1,0 +1,53 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# --- data-handling tests (sources, prefilter, compress, filterspec, validate, merge/split) -------
+# Real public data lives outside the project at ../shared/data (CI has it there too). Tests that need
+# it skip only when that folder is missing.
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+REAL_FILTER = ROOT / "filters" / "sustainability_tech_deployment" / "v1"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bbc_records(shared_data: Path) -> list[dict]:
+    """The 2,225 BBC articles as records (title, full text, category in metadata)."""
+    from distill.config import PrefilterConfig
+    from distill.sources import read_corpus
+
+    cfg = PrefilterConfig(input=str(shared_data / "corpora" / "bbc_news_2225.jsonl"),
+                          metadata=["category"])
+    return read_corpus(cfg).records
+
+
+@pytest.fixture(scope="session")
+def energy_records(shared_data: Path) -> list[dict]:
+    """The 8,973 energy-news items as records: title, and the lead (or the title) as text."""
+    from distill.config import PrefilterConfig
+    from distill.sources import read_corpus
+
+    cfg = PrefilterConfig(
+        input=str(shared_data / "corpora" / "energy_news_headlines_8973.jsonl"),
+        field_map={"id": "id", "title": "title", "text": ["lead", "title"]},
+        unescape_html=True,
+    )
+    return read_corpus(cfg).records
+
+
+@pytest.fixture(scope="session")
+def real_filter():
+    from distill.filterspec import load_filter
+
+    return load_filter(REAL_FILTER)

@@ -1,0 +1,516 @@
+"""A real, local, fake Anthropic Messages API server for tests.
+
+The official ``anthropic`` SDK speaks real HTTP to it (through ``httpx2``; transport mocks for httpx
+would not see its requests). It runs an aiohttp app on its own event loop in a background thread,
+listening on 127.0.0.1 with an OS-assigned port, and records every request it receives.
+
+    with FakeAnthropic() as srv:
+        cfg = OracleConfig(provider="anthropic", model="m", base_url=srv.base_url, api_key_env=...)
+        ...
+        assert srv.count == 20
+
+The SDK posts to ``{base_url}/v1/messages``. The key arrives as ``x-api-key`` (older SDKs) or, from
+SDK 2.x, as ``Authorization: Bearer ...``; :attr:`Received.api_key` reads either.
+
+What it answers is decided per request by ``responder(body) -> reply``. A reply is one of
+
+- a :class:`Reply` (status, tool input, text, stop reason, headers, raw body: fault injection),
+- a ``dict``: the label object, sent as the ``input`` of a ``tool_use`` block calling the request's
+  first tool,
+- a ``str`` (or ``None``): a text block holding it (``None``: no content blocks at all),
+
+and the default responder (:func:`default_label`) returns a schema-valid label: integer scores
+derived from a hash of the first user message (so a record gets the same scores on every attempt
+and every run) plus a short reasoning string. It takes the schema from ``tools[0].input_schema``
+when the request carries a tool, else the dimension names listed in the prompt.
+
+Knobs (attributes, changeable while the server runs): ``latency_s``, ``responder``, and ``faults``,
+a mapping from the 1-based request number to a reply that overrides the responder for that request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from typing_extensions import Self
+
+MESSAGES_PATH = "/v1/messages"
+
+_RUBRIC_LINE = re.compile(r"^\s*-\s*([a-z][a-z0-9_]*)\s*:", re.MULTILINE)
+_EACH_OF = re.compile(r"for each of ([a-z0-9_, ]+?)(?:,? and\b|\.|$)", re.MULTILINE)
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``status`` != 200 sends an Anthropic-style error body instead.
+
+    A 200 message's content is a ``tool_use`` block with ``tool_input`` (when not None) after a text
+    block with ``text`` (when not None).
+    """
+
+    tool_input: dict[str, Any] | None = None
+    text: str | None = None
+    stop_reason: str = "tool_use"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error_message: str = "fake server error"
+    #: bytes sent as the whole HTTP body instead of a message (e.g. a malformed body)
+    raw_body: bytes | None = None
+    #: overrides the server's latency for this reply (seconds)
+    latency_s: float | None = None
+    #: usage counts (input_tokens, output_tokens)
+    usage: dict[str, int] | None = None
+
+    # ---- constructors for the usual faults
+    @classmethod
+    def label(cls, obj: Mapping[str, Any], **kw: Any) -> Reply:
+        return cls(tool_input=dict(obj), **kw)
+
+    @classmethod
+    def error(cls, status: int = 500, retry_after: float | None = None, message: str = "") -> Reply:
+        """An HTTP error; ``retry_after`` (seconds, may be fractional) sets Retry-After."""
+        headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
+        return cls(status=status, headers=headers, error_message=message or f"fake HTTP {status}")
+
+    @classmethod
+    def rate_limited(cls, retry_after: float = 0.05) -> Reply:
+        return cls.error(
+            429,
+            retry_after=retry_after,
+            message="Number of requests has exceeded your rate limit (fake)",
+        )
+
+    @classmethod
+    def malformed(cls, text: str = '{"deployment_stage": 5, "scale": ') -> Reply:
+        """A text answer (no tool call) that is not valid JSON."""
+        return cls(text=text, stop_reason="end_turn")
+
+    @classmethod
+    def truncated(cls, body: Mapping[str, Any] | None = None, keep: float = 0.5) -> Reply:
+        """A tool call cut off at max_tokens: ``input`` holds only the first part of the label."""
+        full = (
+            default_label(body) if body else {"deployment_stage": 3, "scale": 4, "reasoning": "x"}
+        )
+        items = list(full.items())
+        return cls(
+            tool_input=dict(items[: max(1, int(len(items) * keep))]), stop_reason="max_tokens"
+        )
+
+    @classmethod
+    def empty(cls, text: str | None = None) -> Reply:
+        """No content blocks (``text=None``), or one text block holding ``text``."""
+        return cls(text=text, stop_reason="end_turn")
+
+    @classmethod
+    def refusal(cls) -> Reply:
+        return cls(stop_reason="refusal")
+
+    @classmethod
+    def schema_violation(cls, body: Mapping[str, Any], how: str = "out_of_range") -> Reply:
+        """A tool call whose input breaks the schema: a score too high, a missing or extra key."""
+        return cls(tool_input=violating_label(body, how))
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+# --------------------------------------------------------------------------- request helpers
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(b.get("text") or "") for b in content if isinstance(b, Mapping))
+    return ""
+
+
+def user_messages(body: Mapping[str, Any]) -> list[str]:
+    return [_text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "user"]
+
+
+def assistant_messages(body: Mapping[str, Any]) -> list[str]:
+    return [
+        _text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "assistant"
+    ]
+
+
+def first_user_message(body: Mapping[str, Any]) -> str:
+    users = user_messages(body)
+    return users[0] if users else ""
+
+
+def turn(body: Mapping[str, Any]) -> int:
+    """0 for a first attempt, n after n earlier answers in the conversation (re-asks)."""
+    return len(assistant_messages(body))
+
+
+def system_prompt(body: Mapping[str, Any]) -> str:
+    return _text_of(body.get("system"))
+
+
+def prompt_title(body: Mapping[str, Any]) -> str:
+    """The ``Title:`` line of the first user message (how tests tell records apart)."""
+    m = re.search(r"^Title: (.*)$", first_user_message(body), re.MULTILINE)
+    return m.group(1).strip() if m else ""
+
+
+def _words(text: str | None) -> int:
+    return len((text or "").split())
+
+
+def tool_name(body: Mapping[str, Any]) -> str | None:
+    tools = body.get("tools") or []
+    return tools[0].get("name") if tools else None
+
+
+def schema_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    tools = body.get("tools") or []
+    schema = tools[0].get("input_schema") if tools else None
+    return schema if isinstance(schema, dict) else None
+
+
+def _dimension_names(body: Mapping[str, Any]) -> list[str]:
+    """Dimension names from the prompt: rubric lines ``- name: ...``, else ``for each of a, b``."""
+    for text in reversed(user_messages(body)):
+        names = list(dict.fromkeys(_RUBRIC_LINE.findall(text)))
+        if names:
+            return names
+        m = _EACH_OF.search(text)
+        if m:
+            return [n.strip() for n in m.group(1).split(",") if n.strip()]
+    return []
+
+
+def default_label(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A schema-valid label; scores are a deterministic function of the first user message."""
+    body = body or {}
+    seed = hashlib.sha256(first_user_message(body).encode("utf-8")).digest()
+    schema = schema_of(body)
+    props: dict[str, Any] = {}
+    if schema is not None:
+        props = schema.get("properties", {})
+        ints = [k for k, p in props.items() if p.get("type") == "integer"]
+        strings = [k for k, p in props.items() if p.get("type") == "string"]
+    else:
+        ints, strings = _dimension_names(body), ["reasoning"]
+    out: dict[str, Any] = {}
+    for i, name in enumerate(ints):
+        lo = int(props.get(name, {}).get("minimum", 0))
+        hi = int(props.get(name, {}).get("maximum", 10))
+        out[name] = lo + seed[i % len(seed)] % (hi - lo + 1)
+    for name in strings:
+        text = f"Fake oracle judgement {seed.hex()[:8]}: scores follow the rubric."
+        limit = props.get(name, {}).get("maxLength")
+        out[name] = text[: int(limit)] if limit else text
+    return out
+
+
+def violating_label(body: Mapping[str, Any], how: str = "out_of_range") -> dict[str, Any]:
+    obj = dict(default_label(body))
+    first = next(k for k in obj if k != "reasoning")
+    if how == "out_of_range":
+        obj[first] = 11
+    elif how == "missing_key":
+        del obj[first]
+    elif how == "extra_key":
+        obj["overall"] = 9.5
+    else:
+        raise ValueError(f"unknown schema violation {how!r}")
+    return obj
+
+
+def as_reply(answer: Any) -> Reply:
+    if isinstance(answer, Reply):
+        return answer
+    if isinstance(answer, Mapping):
+        return Reply.label(answer)
+    if answer is None or isinstance(answer, str):
+        return Reply.empty(answer)
+    raise TypeError(
+        f"a responder must return a Reply, dict, str or None, not {type(answer).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- the server
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it."""
+
+    n: int  # 1-based, in arrival order
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    time: float
+
+    @property
+    def api_key(self) -> str | None:
+        """The key as sent: ``x-api-key``, else the token of ``Authorization: Bearer``."""
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        auth = self.headers.get("authorization", "")
+        return auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+
+    @property
+    def retry_count(self) -> str | None:
+        return self.headers.get("x-stainless-retry-count")
+
+
+class FakeAnthropic:
+    def __init__(
+        self,
+        responder: Callable[[dict[str, Any]], Any] | None = None,
+        *,
+        latency_s: float = 0.0,
+        faults: Mapping[int, Reply] | None = None,
+        start_timeout_s: float = 30.0,
+    ):
+        self.responder = responder or default_label
+        self.latency_s = latency_s
+        self.faults: dict[int, Reply] = dict(faults or {})
+        self.start_timeout_s = start_timeout_s
+        self._lock = threading.Lock()
+        self._received: list[Received] = []  # messages requests
+        self._other: list[Received] = []  # everything else (answered 404)
+        self._answered = 0
+        self._responder_errors: list[BaseException] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ what tests read
+    @property
+    def base_url(self) -> str:
+        """What ``oracle.base_url`` should be: the SDK adds ``/v1/messages`` itself."""
+        assert self.port is not None, "server not started"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def received(self) -> list[Received]:
+        """Every messages request (a snapshot), in arrival order."""
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every messages request (a snapshot)."""
+        return [r.body for r in self.received]
+
+    @property
+    def api_keys(self) -> list[str | None]:
+        return [r.api_key for r in self.received]
+
+    @property
+    def other_requests(self) -> list[Received]:
+        with self._lock:
+            return list(self._other)
+
+    @property
+    def count(self) -> int:
+        """Messages requests received (answered or still being answered)."""
+        with self._lock:
+            return len(self._received)
+
+    @property
+    def answered(self) -> int:
+        with self._lock:
+            return self._answered
+
+    @property
+    def responder_errors(self) -> list[BaseException]:
+        with self._lock:
+            return list(self._responder_errors)
+
+    def reset(self) -> None:
+        """Forget what was received (counters restart; faults keep their request numbers)."""
+        with self._lock:
+            self._received.clear()
+            self._other.clear()
+            self._answered = 0
+            self._responder_errors.clear()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Self:
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(512)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_app(sock))
+            except Exception as e:  # noqa: BLE001 - reported by start()
+                failure.append(e)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(
+            target=serve, name=f"FakeAnthropic:{self.port}", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(self.start_timeout_s):
+            raise RuntimeError("fake Anthropic server did not start in time")
+        if failure:
+            raise RuntimeError(f"fake Anthropic server failed to start: {failure[0]!r}")
+        return self
+
+    async def _start_app(self, sock: socket.socket) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        loop = self._loop
+        if self._runner is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
+            with contextlib.suppress(Exception):  # best effort on shutdown
+                fut.result(timeout=15)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=15)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ request handling
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.read()
+        except ConnectionError:  # the client went away mid-request
+            return web.Response(status=499)
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        is_messages = request.method == "POST" and request.path.rstrip("/") == MESSAGES_PATH
+        with self._lock:
+            box = self._received if is_messages else self._other
+            n = len(self._received) + 1 if is_messages else 0
+            box.append(Received(n, request.method, request.path, headers, body, time.time()))
+        if not is_messages:
+            return _error_response(404, f"Unknown request URL: {request.method} {request.path}")
+        if not isinstance(body, dict):
+            self._mark_answered()
+            return _error_response(400, "request body is not a JSON object")
+        try:
+            reply = self.faults.get(n) or as_reply(self.responder(body))
+        except Exception as e:  # noqa: BLE001 - a responder bug: answer 500 (not retried), remember it
+            with self._lock:
+                self._responder_errors.append(e)
+            reply = Reply.error(
+                500, message=f"fake server responder raised {type(e).__name__}: {e}"
+            )
+            reply.headers["x-should-retry"] = "false"
+        delay = self.latency_s if reply.latency_s is None else reply.latency_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            return self._render(reply, body, n)
+        finally:
+            self._mark_answered()
+
+    def _mark_answered(self) -> None:
+        with self._lock:
+            self._answered += 1
+
+    def _render(self, reply: Reply, body: dict[str, Any], n: int) -> web.Response:
+        if reply.raw_body is not None:
+            return web.Response(
+                status=reply.status,
+                body=reply.raw_body,
+                headers=reply.headers,
+                content_type="application/json",
+            )
+        if reply.status != 200:
+            return _error_response(reply.status, reply.error_message, reply.headers)
+        content: list[dict[str, Any]] = []
+        if reply.text is not None:
+            content.append({"type": "text", "text": reply.text})
+        if reply.tool_input is not None:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_fake_{n:06d}",
+                    "name": tool_name(body) or "tool",
+                    "input": reply.tool_input,
+                }
+            )
+        prompt_words = sum(
+            _words(t)
+            for t in [system_prompt(body), *user_messages(body), *assistant_messages(body)]
+        )
+        answer_words = _words(reply.text) + _words(
+            json.dumps(reply.tool_input) if reply.tool_input else ""
+        )
+        usage = {"input_tokens": prompt_words, "output_tokens": answer_words, **(reply.usage or {})}
+        payload = {
+            "id": f"msg_fake_{n:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": content,
+            "stop_reason": reply.stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return web.json_response(payload, headers=reply.headers)
+
+
+def _error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    payload = {
+        "type": "error",
+        "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message},
+    }
+    return web.json_response(payload, status=status, headers=dict(headers or {}))
