@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 # --- data-handling tests (sources, prefilter, compress, filterspec, validate, merge/split) -------
-# Real public data lives outside the project at ../shared/data (CI has it there too). Tests that need
-# it skip only when that folder is missing.
+# Real public data lives outside the project at ../shared/data (CI has it there too). Tests that
+# need it skip only when that folder is missing.
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 REAL_FILTER = ROOT / "filters" / "sustainability_tech_deployment" / "v1"

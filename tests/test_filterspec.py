@@ -14,7 +14,8 @@ from distill.errors import FilterSpecError
 from distill.filterspec import load_filter
 from distill.validate import Invalid, check
 
-REAL_FILTER = Path(__file__).resolve().parents[1] / "filters" / "sustainability_tech_deployment" / "v1"
+ROOT = Path(__file__).resolve().parents[1]
+REAL_FILTER = ROOT / "filters" / "sustainability_tech_deployment" / "v1"
 
 
 def broken_copy(tmp_path: Path, edit=None, template: str | None = None) -> Path:

@@ -294,12 +294,12 @@ def test_permanent_http_error_fails_the_stage_and_rerun_retries_only_what_failed
         return default_label(body)
 
     srv.responder = responder
-    with pytest.raises(DistillError) as err:
-        run_label(tmp_path, srv, sdk_max_retries=1)
+    with pytest.raises(DistillError) as err:  # one engine retry per request: two tries each
+        run_label(tmp_path, srv, label_kw={"transport_retries": 1})
 
     message = str(err.value)
     assert "HTTP 500" in message and "upstream exploded" in message
-    assert "3 request(s) failed" in message and "rerun" in message and "only what failed" in message
+    assert "3 record(s) got no answer" in message and "rerun" in message and "only what failed" in message
     assert {t: len(b) for t, b in by_title(srv).items() if t in broken} == dict.fromkeys(broken, 2)
     assert cached_answers(tmp_path) == N - 3  # what was answered is cached
     metrics = json.loads((tmp_path / "label.json").read_text())
@@ -310,7 +310,7 @@ def test_permanent_http_error_fails_the_stage_and_rerun_retries_only_what_failed
     # the server recovers: a rerun asks only for the three that failed
     srv.reset()
     srv.responder = default_label
-    metrics = run_label(tmp_path, srv, sdk_max_retries=1)
+    metrics = run_label(tmp_path, srv, label_kw={"transport_retries": 1})
 
     assert srv.count == 3 and {prompt_title(b) for b in srv.requests} == broken
     assert metrics["requests"] == 3 and metrics["cache_hits"] == N - 3 and metrics["valid"] == N
@@ -454,7 +454,7 @@ def test_a_200_that_is_not_an_answer_is_a_provider_error_never_cached(
     broken = records[6]["title"]
     srv.responder = lambda body: Reply(raw_body=raw) if prompt_title(body) == broken else default_label(body)
 
-    with pytest.raises(DistillError, match="1 request"):
+    with pytest.raises(DistillError, match="1 record"):
         run_label(tmp_path, srv)
 
     [invalid] = read_rows(tmp_path / "labels" / "invalid.jsonl")

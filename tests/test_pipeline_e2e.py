@@ -140,7 +140,7 @@ def test_changing_the_split_seed_reruns_exactly_split_train_evaluate(project, fi
 
 def test_lora_student_experiment_and_experiment_comparison(project, first_run):
     dst, env = project
-    out = _sh([str(BIN / "dvc"), "exp", "run", "-S", "student=lora", "-S", "student.max_steps=1",
+    out = _sh([str(BIN / "dvc"), "exp", "run", "-S", "split.seed=7", "-S", "student=lora", "-S", "student.max_steps=1",
                "-S", "student.batch_size=1", "-S", "student.max_new_tokens=24"], dst, env)
     assert _stages_run(out) == ["train", "evaluate"]
     ev = json.loads((dst / "metrics/eval.json").read_text())

@@ -95,9 +95,17 @@ class OracleConfig(Section):
     #: how to ask for structured output: json_schema, json_object or none (prompt only); always validated by us
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
     request_timeout_s: float = Field(default=120.0, gt=0)
-    sdk_max_retries: int = Field(default=2, ge=0)
+    #: retries inside the SDK; 0 by default because the engine retries (and honours Retry-After) itself
+    sdk_max_retries: int = Field(default=0, ge=0)
+    #: openai-compatible only: the official SDK, or a lean aiohttp client for high throughput
+    transport: Literal["sdk", "aiohttp"] = "sdk"
     limits: RateLimits = RateLimits()
     price: Pricing = Pricing()
+    #: routing share of this oracle when ``mix`` lists others
+    weight: float = Field(default=1.0, gt=0)
+    #: more oracles (full oracle configs with a ``weight``): requests are routed by weight per record
+    #: (deterministically, so reruns hit the cache) and fail over to the next when one is down
+    mix: list[OracleConfig] = []
     # gemini
     thinking_budget: int | None = 0
     # local (llama.cpp)
@@ -125,10 +133,22 @@ class OracleConfig(Section):
 
 class LabelConfig(Section):
     max_words: int = Field(default=800, ge=10)
+    #: content attempts per record: re-asks with the validation error fed back
     max_attempts: int = Field(default=3, ge=1, le=10)
-    concurrency: int = Field(default=4, ge=1, le=1024)
+    #: transport retries per request (429, 408, 409, 5xx, timeouts, resets), on their own budget
+    transport_retries: int = Field(default=6, ge=0, le=100)
+    backoff_initial_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    concurrency: int = Field(default=4, ge=1, le=4096)
+    #: stop starting requests once spent + reserved in-flight cost would pass this (null: no cap)
+    budget_usd: float | None = Field(default=None, ge=0)
+    #: online: request by request; batch: the provider's batch API (half price where offered)
+    mode: Literal["online", "batch"] = "online"
     cache_path: str = ".distill/cache/llm.sqlite"
     output_dir: str = "data/labels"
+    #: live panel on a terminal, log lines otherwise (auto), or force one
+    progress: Literal["auto", "panel", "log", "off"] = "auto"
+    progress_interval_s: float = Field(default=10.0, gt=0)
 
 
 class MergeConfig(Section):

@@ -81,7 +81,7 @@ class PrefilterRules(_Strict):
     max_words: int | None = Field(default=None, ge=1)
     require_keywords: KeywordRule | None = None
     block_patterns: list[RegexRule] = []
-    #: Minimum share of common English function words among the first 200 words (0 disables).
+    #: Minimum share of common English function words among the words of the first 1,500 characters (0 disables).
     min_english_share: float = Field(default=0.0, ge=0, le=1)
 
 

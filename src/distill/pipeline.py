@@ -87,38 +87,61 @@ def label(
     label_cfg: LabelConfig, oracle_cfg: OracleConfig, spec: FilterSpec, input_path: str | Path,
     metrics_dir: Path = METRICS_DIR, provider=None,
 ) -> dict[str, Any]:
+    """Label every record of ``input_path`` (see :mod:`distill.oracle.engine`); write labels, invalid
+    records, events and metrics. Raises DistillError after writing when requests failed for good or the
+    budget stopped the run: what was answered is cached, and a rerun continues from there."""
     from distill.oracle import make_provider
     from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Labeler, TooManyProviderErrors
+    from distill.oracle.engine import Events, Labeler, TooManyProviderErrors
+    from distill.oracle.engine import Budget
+    from distill.oracle.limits import Scheduler
+    from distill.oracle.progress import Progress
 
     input_path = _require(input_path, "run the prefilter stage first")
-    provider = provider or make_provider(oracle_cfg)  # a missing key fails here, before any request
+    if label_cfg.mode == "batch":
+        from distill.oracle.batch import run_batch
+
+        run_batch(label_cfg, oracle_cfg, spec, input_path)  # fills the cache; materialised below for free
+    # every provider is built (and its key checked) before any request
+    providers = [(provider or make_provider(oracle_cfg), oracle_cfg.weight)]
+    providers += [(make_provider(member), member.weight) for member in oracle_cfg.mix]
     with open(input_path, encoding="utf-8") as fh:
         total = sum(1 for line in fh if line.strip())  # as read_jsonl counts them
-    cache = ResponseCache(label_cfg.cache_path)
-    labeler = Labeler(
-        spec, provider, cache, max_words=label_cfg.max_words, max_attempts=label_cfg.max_attempts,
-        temperature=oracle_cfg.temperature, max_tokens=oracle_cfg.max_tokens, seed=oracle_cfg.seed,
-    )
     out = Path(label_cfg.output_dir)
-    log.info("label: %d records with %s, concurrency %d, up to %d attempts each, cache %s (%d answers)",
-             total, provider.describe(), label_cfg.concurrency, label_cfg.max_attempts, label_cfg.cache_path, len(cache))
+    cache = ResponseCache(label_cfg.cache_path)
+    scheduler = Scheduler(oracle_cfg.limits, label_cfg.concurrency)
+    events = Events(out / "events.jsonl")
+    labeler = Labeler(
+        spec, providers, cache, max_words=label_cfg.max_words, max_attempts=label_cfg.max_attempts,
+        temperature=oracle_cfg.temperature, max_tokens=oracle_cfg.max_tokens, seed=oracle_cfg.seed,
+        transport_retries=label_cfg.transport_retries, backoff_initial_s=label_cfg.backoff_initial_s,
+        backoff_max_s=label_cfg.backoff_max_s, scheduler=scheduler, budget=Budget(label_cfg.budget_usd),
+        events=events,
+    )
+    names = ", ".join(f"{p.describe()} (weight {w:g})" if len(providers) > 1 else p.describe() for p, w in providers)
+    log.info("label: %d records with %s; limits: %s; up to %d attempts and %d transport retries each; "
+             "budget %s; cache %s (%d answers)", total, names, scheduler.describe(), label_cfg.max_attempts,
+             label_cfg.transport_retries, f"${label_cfg.budget_usd:g}" if label_cfg.budget_usd is not None else "none",
+             label_cfg.cache_path, len(cache))
+    events.emit("run_start", total=total, oracle=names, limits=scheduler.describe(), budget_usd=label_cfg.budget_usd)
+    progress = Progress(total, labeler, label_cfg.progress, label_cfg.progress_interval_s, scheduler.describe())
     t0 = time.perf_counter()
 
     async def run() -> None:
-        last = time.perf_counter()
+        ticker = asyncio.ensure_future(progress.run())
         try:
             with jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad:
                 async for kind, row in labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency):
-                    (good if kind == "valid" else bad).write(row)
-                    done = good.count + bad.count
-                    if time.perf_counter() - last > 10 or done == total:
-                        last = time.perf_counter()
-                        s = labeler.stats
-                        log.info("label: %d/%d done (valid %d, invalid %d); %d paid requests, %d cache hits; %.2f records/s",
-                                 done, total, good.count, bad.count, s.requests, s.cache_hits, done / max(last - t0, 1e-9))
+                    if kind == "valid":
+                        good.write(row)
+                    elif kind == "invalid":
+                        bad.write(row)
+                    progress.record(kind)
         finally:
-            await provider.aclose()
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            for p, _ in providers:
+                await p.aclose()
 
     try:
         asyncio.run(run())
@@ -127,12 +150,21 @@ def label(
                            "only what was not answered is requested again.") from e
     finally:
         cache.close()
-    stats = labeler.stats
-    metrics = {**stats.as_dict(), "oracle": provider.describe(), "seconds": round(time.perf_counter() - t0, 3)}
-    jsonl.write_json(metrics_dir / "label.json", metrics)
+        progress.finish()
+        stats = labeler.stats
+        events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
+        events.close()
+        metrics = {**stats.as_dict(), "oracle": names, "budget_usd": label_cfg.budget_usd,
+                   "stopped": labeler.stop_reason, "seconds": round(time.perf_counter() - t0, 3)}
+        jsonl.write_json(metrics_dir / "label.json", metrics)
+    if labeler.stop_reason:
+        raise DistillError(
+            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, {total - stats.valid - stats.invalid} "
+            "left. Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
+        )
     if stats.provider_errors:
         raise DistillError(
-            f"{stats.provider_errors} request(s) failed after retries (first: {labeler.first_error}). "
+            f"{stats.provider_errors} record(s) got no answer after retries (first error: {labeler.first_error}). "
             "Answers received so far are cached: rerun the stage to retry only what failed."
         )
     return metrics

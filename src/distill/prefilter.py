@@ -109,7 +109,7 @@ def _english_rule(share: float) -> Rule:
 def rule_checks(rules: PrefilterRules) -> list[Rule]:
     """One :class:`Rule` per configured rule, in rule order."""
     text = pl.col("text")
-    haystack = pl.concat_str([pl.col("title"), text], separator="\n")
+    haystack = pl.concat_str([pl.col("title").fill_null(""), text], separator="\n")
     checks: list[Rule] = []
     if rules.min_words:
         checks.append(Rule("too_short", ~_at_least_words(text, rules.min_words)))

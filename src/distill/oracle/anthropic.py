@@ -24,7 +24,7 @@ from typing import Any
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
+from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
 
 TOOL_NAME = "submit_label"
 TOOL_DESCRIPTION = "Submit the label for the item, as one object that satisfies the input schema."
@@ -107,7 +107,8 @@ class AnthropicProvider(Provider):
                 resp = await self._create(client, kwargs, request.temperature)
         except anthropic.APIStatusError as e:
             detail = e.api_message or e.message
-            raise self._error(f"answered HTTP {e.status_code}: {_short(detail)}") from None
+            raise self._error(f"answered HTTP {e.status_code}: {_short(detail)}", status=e.status_code,
+                              retry_after=retry_after_from_headers(e.response.headers)) from None
         except anthropic.AnthropicError as e:
             raise self._error(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
         except ValueError as e:  # a 200 whose body is not a message (e.g. a proxy's HTML page)
@@ -116,8 +117,8 @@ class AnthropicProvider(Provider):
             raise self._error("answered without a message")
         return self._response(resp)
 
-    def _error(self, what: str) -> ProviderError:
-        return ProviderError(f"{self.describe()} {what}")
+    def _error(self, what: str, **kw) -> ProviderError:
+        return ProviderError(f"{self.describe()} {what}", **kw)
 
     async def _create(self, client: Any, kwargs: dict[str, Any], temperature: float) -> Any:
         extra = {"extra_body": {"temperature": temperature}} if self._send_temperature else {}

@@ -9,6 +9,9 @@ key nor the SDK is touched until a request is about to be made.
 from __future__ import annotations
 
 import abc
+import email.utils
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +19,77 @@ from distill.config import OracleConfig
 from distill.errors import ConfigError, DistillError
 
 
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
 class ProviderError(DistillError):
-    """A request failed after the provider's own transport retries."""
+    """A request failed at the transport level (no answer to validate).
+
+    ``status`` is the HTTP status when there was one (None for timeouts, resets, unreadable bodies);
+    ``retry_after`` the seconds the server asked us to wait. The engine retries transient failures
+    with backoff on their own budget and honours ``retry_after``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 transient: bool | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self._transient = transient
+
+    @property
+    def transient(self) -> bool:
+        if self._transient is not None:
+            return self._transient
+        return self.status is None or self.status in TRANSIENT_STATUS
+
+    @property
+    def throttled(self) -> bool:
+        return self.status in (429, 529)
+
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """``"1.5"`` (seconds), ``"20ms"``, ``"6m0s"`` or ``"1h2m"`` as seconds; None when unreadable."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = list(_DURATION.finditer(text))
+    if not parts or "".join(m.group(0) for m in parts) != text:
+        return None
+    return sum(float(m.group("value")) * _UNIT[m.group("unit")] for m in parts)
+
+
+def retry_after_from_headers(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date) or, for a
+    throttled answer without those, the ``x-ratelimit-reset-*`` headers (the longest)."""
+    if headers is None:
+        return None
+    get = headers.get
+    ms = get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = get("retry-after")
+    if ra is not None:
+        seconds = parse_duration(ra)
+        if seconds is not None:
+            return seconds
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    resets = [parse_duration(get(h) or "") for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    resets = [r for r in resets if r is not None]
+    return max(resets) if resets else None
 
 
 @dataclass(frozen=True)
@@ -88,6 +160,10 @@ def make_provider(cfg: OracleConfig) -> Provider:
 
         return LocalProvider(cfg)
     if cfg.provider == "openai":
+        if cfg.transport == "aiohttp":
+            from distill.oracle.openai_http import OpenAIHTTPProvider
+
+            return OpenAIHTTPProvider(cfg)
         from distill.oracle.openai_compat import OpenAIProvider
 
         return OpenAIProvider(cfg)

@@ -2,23 +2,37 @@
 
 For each record the engine sends the rendered prompt, validates the answer against the filter's schema
 and, when it fails, re-asks in the same conversation with the validator's message, up to
-``max_attempts``. Every request goes through the response cache first, so a rerun (or a run resumed after
+``max_attempts`` (the content budget). Transport failures (429, 408, 409, 5xx, timeouts, resets) are
+retried with exponential backoff and jitter on a separate budget (``transport_retries``), honouring
+``Retry-After``. Every request goes through the response cache first, so a rerun (or a run resumed after
 a kill) replays finished conversations for free and only pays for what was never answered.
 
-Records stream in; at most ``concurrency`` requests are in flight and at most a bounded window of
-records is held, so memory does not grow with the corpus. Results come out in input order, which keeps
-the materialised output deterministic.
+Records stream in; at most ``concurrency`` requests are in flight (fewer when the scheduler's adaptive
+cap has backed off) and a bounded window of records is held, so memory does not grow with the corpus.
+Results come out in input order, which keeps the materialised output deterministic.
+
+Optional collaborators: a :class:`~distill.oracle.limits.Scheduler` (rate limits, adaptive
+concurrency), a :class:`Budget` (stop before spend passes a cap), an :class:`Events` sink (append-only
+``events.jsonl`` and live progress), and several providers with weights (deterministic weighted routing
+per record, failover to the next provider when one is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import random
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from distill.compress import compress
+from distill.config import Pricing
+from distill.errors import DistillError
 from distill.filterspec import FilterSpec
 from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
 from distill.oracle.cache import ResponseCache, request_key
@@ -31,26 +45,109 @@ R = TypeVar("R")
 @dataclass
 class LabelStats:
     records: int = 0
-    requests: int = 0  # sent to the provider (paid)
+    requests: int = 0  # sent to a provider and answered (paid)
     cache_hits: int = 0
     attempts: int = 0  # answers examined, cached or not
     valid: int = 0
     invalid: int = 0
-    provider_errors: int = 0
+    skipped: int = 0  # not labelled because the run stopped (budget)
+    provider_errors: int = 0  # records that ended without an answer
+    transport_retries: int = 0
+    rate_limited: int = 0
     input_tokens: int = 0  # of paid requests
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cached_output_tokens: int = 0
+    cost_usd: float = 0.0
     invalid_reasons: dict[str, int] = field(default_factory=dict)
+    by_provider: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["cost_usd"] = round(self.cost_usd, 6)
+        return d
+
+    def count_provider(self, name: str, **inc: float) -> None:
+        slot = self.by_provider.setdefault(name, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
+        for k, v in inc.items():
+            slot[k] = round(slot.get(k, 0) + v, 6)
 
 
 class TooManyProviderErrors(ProviderError):
     pass
 
 
+class BudgetReached(DistillError):
+    pass
+
+
+# ----------------------------------------------------------------------------- cost and budget
+def request_cost(price: Pricing, input_tokens: float, output_tokens: float, discount: float = 1.0) -> float:
+    return discount * (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+
+
+class Budget:
+    """Admit a request only if spent + reserved in-flight cost + its own worst-case cost fits the cap.
+
+    The worst case reserves the estimated input and the full ``max_tokens`` of output, so spend can
+    never pass the cap; each reservation is trued up to the real cost when the answer arrives.
+    """
+
+    def __init__(self, cap_usd: float | None):
+        self.cap = cap_usd
+        self.spent = 0.0
+        self.reserved = 0.0
+        self.reached = False
+
+    def reserve(self, cost: float) -> bool:
+        if self.cap is not None and self.spent + self.reserved + cost > self.cap + 1e-12:
+            self.reached = True
+            return False
+        self.reserved += cost
+        return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        self.reserved -= reserved
+        self.spent += actual
+
+    def release(self, reserved: float) -> None:
+        self.reserved -= reserved
+
+
+# ----------------------------------------------------------------------------- events
+class Events:
+    """Append-only JSON lines (one per request done, retry, rate limit, invalid record, budget stop),
+    plus in-process listeners (the live progress panel). ``path=None`` keeps them in memory only."""
+
+    def __init__(self, path: str | Path | None = None, keep_last: int = 8):
+        self.path = Path(path) if path else None
+        self._fh = None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1 << 16)
+        self.last: deque[dict[str, Any]] = deque(maxlen=keep_last)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def emit(self, event: str, **fields: Any) -> None:
+        row = {"t": round(time.time(), 3), "event": event, **fields}
+        if event != "request_done":
+            self.last.append(row)
+        if self._fh:
+            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for listener in self.listeners:
+            listener(row)
+
+    def flush(self) -> None:
+        if self._fh:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+
+# ----------------------------------------------------------------------------- streaming
 async def ordered_bounded_map(
     items: Iterable[T], fn: Callable[[T], Awaitable[R]], concurrency: int, window: int | None = None
 ) -> AsyncIterator[R]:
@@ -82,11 +179,16 @@ async def ordered_bounded_map(
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+def estimate_tokens(messages: list[dict[str, str]], chars_per_token: float = 3.5) -> int:
+    """A cheap, slightly pessimistic input-token estimate for reservations (trued up afterwards)."""
+    return int(sum(len(m["content"]) for m in messages) / chars_per_token) + 4 * len(messages) + 8
+
+
 class Labeler:
     def __init__(
         self,
         spec: FilterSpec,
-        provider: Provider,
+        provider: Provider | list[tuple[Provider, float]],
         cache: ResponseCache,
         *,
         max_words: int,
@@ -95,61 +197,189 @@ class Labeler:
         max_tokens: int = 384,
         seed: int | None = 0,
         max_consecutive_errors: int = 20,
+        transport_retries: int = 0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+        scheduler=None,
+        budget: Budget | None = None,
+        prices: dict[str, Pricing] | None = None,
+        events: Events | None = None,
     ):
         self.spec = spec
-        self.provider = provider
+        self.providers = [(provider, 1.0)] if isinstance(provider, Provider) else list(provider)
+        if not self.providers or any(w <= 0 for _, w in self.providers):
+            raise ValueError("need at least one provider, each with a positive weight")
+        self.provider = self.providers[0][0]
         self.cache = cache
         self.max_words = max_words
         self.max_attempts = max_attempts
         self.gen = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
-        self.identity = provider.cache_identity()
+        self.identities = {id(p): p.cache_identity() for p, _ in self.providers}
         self.stats = LabelStats()
         self.max_consecutive_errors = max_consecutive_errors
+        self.transport_retries = transport_retries
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.scheduler = scheduler
+        self.budget = budget or Budget(None)
+        self.prices = prices or {}
+        self.events = events or Events(None)
         self._consecutive_errors = 0
+        self._down: set[int] = set()  # providers that failed for good in this run
         self.first_error: str | None = None
+        self.stop_reason: str | None = None
 
+    # ------------------------------------------------------------------ helpers
     def prepare(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record as the oracle sees it: text compressed, prompt rendered."""
         compressed = {**record, "text": compress(record["text"], self.max_words)}
         compressed["messages"] = self.spec.render(compressed)
         return compressed
 
-    async def _ask(self, messages: list[dict[str, str]]) -> tuple[ChatResponse, bool]:
-        request = ChatRequest(messages=messages, schema=self.spec.json_schema, **self.gen)
-        key = request_key(self.identity, request)
+    def route(self, record_id: str) -> list[Provider]:
+        """Providers to try for a record: a deterministic weighted pick first, the others as failover."""
+        if len(self.providers) == 1:
+            return [self.provider]
+        total = sum(w for _, w in self.providers)
+        x = int(hashlib.blake2b(record_id.encode(), digest_size=8).hexdigest(), 16) / 2**64 * total
+        first = len(self.providers) - 1
+        for i, (_, w) in enumerate(self.providers):
+            if x < w:
+                first = i
+                break
+            x -= w
+        order = [self.providers[first][0]] + [p for i, (p, _) in enumerate(self.providers) if i != first]
+        return [p for p in order if id(p) not in self._down] or order
+
+    def _price(self, provider: Provider) -> Pricing:
+        return self.prices.get(provider.describe()) or getattr(provider.cfg, "price", None) or Pricing()
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max_s) + random.uniform(0, 0.05)
+        base = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
+        return random.uniform(base / 2, base)  # "equal jitter"
+
+    def request_for(self, messages: list[dict[str, str]]) -> ChatRequest:
+        return ChatRequest(messages=messages, schema=self.spec.json_schema, **self.gen)
+
+    def key_for(self, provider: Provider, request: ChatRequest) -> str:
+        return request_key(self.identities[id(provider)], request)
+
+    # ------------------------------------------------------------------ one request
+    async def _ask(self, provider: Provider, messages: list[dict[str, str]], record_id: str) -> tuple[ChatResponse, bool]:
+        request = self.request_for(messages)
+        key = self.key_for(provider, request)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
             self.stats.cached_input_tokens += cached.input_tokens
             self.stats.cached_output_tokens += cached.output_tokens
             return cached, True
-        response = await self.provider.complete(request)
-        self.cache.put(key, self.provider.name, self.provider.model, response)
-        self.stats.requests += 1
-        self.stats.input_tokens += response.input_tokens
-        self.stats.output_tokens += response.output_tokens
+        if self.stop_reason:
+            raise BudgetReached(self.stop_reason)
+        price = self._price(provider)
+        est_in, est_out = estimate_tokens(messages), request.max_tokens
+        reservation = request_cost(price, est_in, est_out)
+        if not self.budget.reserve(reservation):
+            self.stop_reason = (f"budget reached: ${self.budget.spent:.4f} spent, "
+                                f"${self.budget.reserved:.4f} in flight, cap ${self.budget.cap:.4f}")
+            self.events.emit("budget_reached", spent_usd=round(self.budget.spent, 6), cap_usd=self.budget.cap)
+            raise BudgetReached(self.stop_reason)
+        try:
+            response = await self._send(provider, request, est_in, est_out, record_id)
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        cost = request_cost(price, response.input_tokens, response.output_tokens)
+        self.budget.settle(reservation, cost)
+        self.cache.put(key, provider.name, provider.model, response)
+        s = self.stats
+        s.requests += 1
+        s.input_tokens += response.input_tokens
+        s.output_tokens += response.output_tokens
+        s.cost_usd += cost
+        s.count_provider(provider.describe(), requests=1, input_tokens=response.input_tokens,
+                         output_tokens=response.output_tokens, cost_usd=cost)
+        self.events.emit("request_done", id=record_id, oracle=provider.describe(),
+                         input_tokens=response.input_tokens, output_tokens=response.output_tokens,
+                         cost_usd=round(cost, 8), finish_reason=response.finish_reason)
         return response, False
 
-    async def label(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Label one record: ("valid", label row) or ("invalid", invalid row with every attempt)."""
-        item = self.prepare(record)
-        conversation = list(item["messages"])
-        attempts: list[dict[str, Any]] = []
-        usage = {"input_tokens": 0, "output_tokens": 0}
-        self.stats.records += 1
-        for n in range(1, self.max_attempts + 1):
-            try:
-                response, cached = await self._ask(conversation)
-            except ProviderError as e:
-                self.stats.provider_errors += 1
+    async def _send(self, provider: Provider, request: ChatRequest, est_in: int, est_out: int, record_id: str) -> ChatResponse:
+        """One request with transport retries (own budget, backoff with jitter, Retry-After honoured)."""
+        attempt = 0
+        while True:
+            delay = None
+            if self.scheduler is None:
+                try:
+                    return await provider.complete(request)
+                except ProviderError as e:
+                    err = e
+            else:
+                async with self.scheduler.slot(est_in, est_out) as slot:
+                    try:
+                        response = await provider.complete(request)
+                        slot.settle(response.input_tokens, response.output_tokens)
+                        return response
+                    except ProviderError as e:
+                        err = e
+                        if e.throttled:
+                            slot.throttled(e.retry_after)
+            if err.throttled:
+                self.stats.rate_limited += 1
+                self.events.emit("rate_limited", id=record_id, oracle=provider.describe(), status=err.status,
+                                 retry_after=err.retry_after)
+            else:  # a circuit breaker: a dead server is not hammered with every retry of every record
                 self._consecutive_errors += 1
-                self.first_error = self.first_error or str(e)
-                attempts.append({"attempt": n, "reason": "provider_error", "detail": str(e)})
+                self.first_error = self.first_error or str(err)
                 if self._consecutive_errors >= self.max_consecutive_errors:
                     raise TooManyProviderErrors(
                         f"{self._consecutive_errors} requests in a row failed; stopping. First error: {self.first_error}"
                     ) from None
-                return self._invalid(item, attempts, "provider_error")
+            if not err.transient or attempt >= self.transport_retries:
+                raise err
+            delay = self._backoff(attempt, err.retry_after)
+            attempt += 1
+            self.stats.transport_retries += 1
+            self.events.emit("retry", id=record_id, oracle=provider.describe(), status=err.status,
+                             attempt=attempt, delay_s=round(delay, 3), error=str(err)[:200])
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ one record
+    async def label(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Label one record: ("valid", row), ("invalid", row with every attempt) or ("skipped", record)."""
+        if self.stop_reason:
+            self.stats.skipped += 1
+            return "skipped", {"id": record["id"]}
+        item = self.prepare(record)
+        self.stats.records += 1
+        failures: list[dict[str, Any]] = []
+        for provider in self.route(item["id"]):
+            try:
+                return await self._label_with(provider, item)
+            except BudgetReached:
+                self.stats.records -= 1
+                self.stats.skipped += 1
+                return "skipped", {"id": record["id"]}
+            except TooManyProviderErrors:
+                raise
+            except ProviderError as e:
+                self.first_error = self.first_error or str(e)
+                failures.append({"oracle": provider.describe(), "reason": "provider_error", "detail": str(e)})
+                if len(self.providers) > 1:
+                    # down (or out of quota) after its retries: fail over for the rest of the run
+                    self._down.add(id(provider))
+                    self.events.emit("provider_down", oracle=provider.describe(), error=str(e)[:200])
+        self.stats.provider_errors += 1
+        return self._invalid(item, failures, "provider_error", self.provider)
+
+    async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        conversation = list(item["messages"])
+        attempts: list[dict[str, Any]] = []
+        usage = {"input_tokens": 0, "output_tokens": 0}
+        for n in range(1, self.max_attempts + 1):
+            response, cached = await self._ask(provider, conversation, item["id"])
             self._consecutive_errors = 0
             self.stats.attempts += 1
             usage["input_tokens"] += response.input_tokens
@@ -170,7 +400,7 @@ class Labeler:
                     "scores": scores,
                     "overall": overall,
                     "tier": tier,
-                    "oracle": self.provider.describe(),
+                    "oracle": provider.describe(),
                     "attempts": n,
                     "usage": usage,
                 }
@@ -183,17 +413,25 @@ class Labeler:
                 {"role": "assistant", "content": response.text or ""},
                 {"role": "user", "content": result.feedback},
             ]
-        return self._invalid(item, attempts, attempts[-1]["reason"])
+        return self._invalid(item, attempts, attempts[-1]["reason"], provider)
 
-    def _invalid(self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str) -> tuple[str, dict[str, Any]]:
+    def _invalid(self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str,
+                 provider: Provider) -> tuple[str, dict[str, Any]]:
         self.stats.invalid += 1
         self.stats.invalid_reasons[reason] = self.stats.invalid_reasons.get(reason, 0) + 1
+        self.events.emit("invalid", id=item["id"], reason=reason, oracle=provider.describe())
         return "invalid", {
-            "id": item["id"], "reason": reason, "oracle": self.provider.describe(),
+            "id": item["id"], "reason": reason, "oracle": provider.describe(),
             "messages": item["messages"], "attempts": attempts,
         }
 
-    async def run(self, records: Iterable[dict[str, Any]], concurrency: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        async for outcome in ordered_bounded_map(records, self.label, concurrency):
-            yield outcome
+    # ------------------------------------------------------------------ a stream of records
+    def _until_stopped(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if self.stop_reason:
+                return
+            yield record
 
+    async def run(self, records: Iterable[dict[str, Any]], concurrency: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for outcome in ordered_bounded_map(self._until_stopped(records), self.label, concurrency):
+            yield outcome

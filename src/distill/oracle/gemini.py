@@ -22,7 +22,7 @@ from typing import Any
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
+from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
 
 #: JSON-schema keywords kept in ``response_json_schema``; anything else is dropped before sending
 #: (Gemini supports a subset of JSON Schema; the engine validates against the full schema anyway)
@@ -152,15 +152,17 @@ class GeminiProvider(Provider):
             )
         except errors.APIError as e:
             detail = e.message or e.status or "no message"
-            raise self._error(f"answered HTTP {e.code}: {_short(detail)}") from None
+            headers = getattr(getattr(e, "response", None), "headers", None)
+            raise self._error(f"answered HTTP {e.code}: {_short(detail)}", status=e.code,
+                              retry_after=retry_after_from_headers(headers)) from None
         except ValueError as e:  # a 200 whose body is not a response (e.g. a proxy's HTML page)
             raise self._error(f"sent an unreadable response: {_short(str(e))}") from None
         except _transport_errors() as e:
             raise self._error(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
         return self._response(resp)
 
-    def _error(self, what: str) -> ProviderError:
-        return ProviderError(f"{self.describe()} {what}")
+    def _error(self, what: str, **kw) -> ProviderError:
+        return ProviderError(f"{self.describe()} {what}", **kw)
 
     def _response(self, resp: Any) -> ChatResponse:
         usage = resp.usage_metadata

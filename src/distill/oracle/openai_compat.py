@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
+from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
 
 
 class OpenAIProvider(Provider):
@@ -62,7 +62,10 @@ class OpenAIProvider(Provider):
                 **kwargs,
             )
         except openai.APIStatusError as e:
-            raise ProviderError(f"{self.describe()} answered HTTP {e.status_code}: {_short(e.message)}") from None
+            raise ProviderError(
+                f"{self.describe()} answered HTTP {e.status_code}: {_short(e.message)}",
+                status=e.status_code, retry_after=retry_after_from_headers(e.response.headers),
+            ) from None
         except openai.APIError as e:
             raise ProviderError(f"{self.describe()} request failed: {type(e).__name__}: {_short(str(e))}") from None
         except ValueError as e:  # a 200 whose body is not a completion (e.g. a proxy's HTML page)
