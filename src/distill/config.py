@@ -144,6 +144,12 @@ class LabelConfig(Section):
     budget_usd: float | None = Field(default=None, ge=0)
     #: online: request by request; batch: the provider's batch API (half price where offered)
     mode: Literal["online", "batch"] = "online"
+    #: batch mode: requests per batch job, seconds between polls, how long one run waits for jobs
+    #: (null: until they finish; a rerun polls jobs still pending), resubmits of a failed request
+    batch_chunk_size: int = Field(default=5000, ge=1)
+    batch_poll_s: float = Field(default=30.0, gt=0)
+    batch_timeout_s: float | None = Field(default=None, gt=0)
+    batch_max_resubmits: int = Field(default=3, ge=0)
     cache_path: str = ".distill/cache/llm.sqlite"
     output_dir: str = "data/labels"
     #: live panel on a terminal, log lines otherwise (auto), or force one

@@ -98,10 +98,16 @@ def label(
     from distill.oracle.progress import Progress
 
     input_path = _require(input_path, "run the prefilter stage first")
+    batch_metrics = None
     if label_cfg.mode == "batch":
         from distill.oracle.batch import run_batch
 
-        run_batch(label_cfg, oracle_cfg, spec, input_path)  # fills the cache; materialised below for free
+        try:  # fills the cache; the online pass below materialises it without a request
+            batch_metrics = run_batch(label_cfg, oracle_cfg, spec, input_path)
+        except DistillError as e:
+            if getattr(e, "batch_metrics", None) is not None:
+                jsonl.write_json(metrics_dir / "label.json", {"batch": e.batch_metrics, "stopped": str(e)})
+            raise
     # every provider is built (and its key checked) before any request
     providers = [(provider or make_provider(oracle_cfg), oracle_cfg.weight)]
     providers += [(make_provider(member), member.weight) for member in oracle_cfg.mix]
@@ -154,8 +160,10 @@ def label(
         stats = labeler.stats
         events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
         events.close()
-        metrics = {**stats.as_dict(), "oracle": names, "budget_usd": label_cfg.budget_usd,
+        metrics = {**stats.as_dict(), "oracle": names, "mode": label_cfg.mode, "budget_usd": label_cfg.budget_usd,
                    "stopped": labeler.stop_reason, "seconds": round(time.perf_counter() - t0, 3)}
+        if batch_metrics is not None:
+            metrics["batch"] = batch_metrics
         jsonl.write_json(metrics_dir / "label.json", metrics)
     if labeler.stop_reason:
         raise DistillError(
@@ -259,6 +267,13 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
     predictions = predict(model_dir, test_rows, spec.json_schema)
     metrics, rows, per_dim = score(test_rows, predictions, spec)
     metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
+    agreement = Path(metrics_dir) / "oracle_agreement.json"
+    if agreement.is_file():  # from `distill oracle-check`: the oracle's own noise, the student's floor
+        import json
+
+        floor = json.loads(agreement.read_text(encoding="utf-8"))
+        keys = ("mean_dimension_mae", "overall_mae", "tier_agreement")
+        metrics["oracle_floor"] = {k: floor.get(k) for k in keys}
     out = Path(cfg.output_dir)
     jsonl.write_json(out / "confusion.json", rows)
     jsonl.write_json(out / "per_dimension.json", per_dim)
