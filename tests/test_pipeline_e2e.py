@@ -167,10 +167,10 @@ def test_lora_student_experiment_and_experiment_comparison(project, first_run):
 
 def test_queued_sweep_runs(project, first_run):
     dst, env = project
-    _sh([str(BIN / "dvc"), "exp", "run", "--queue", "-S", "student.alpha=0.5,2.0"], dst, env)
+    # queued runs copy tracked files only: -C brings the ignored oracle cache, so nothing is paid twice
+    _sh([str(BIN / "dvc"), "exp", "run", "--queue", "-C", ".distill", "-S", "student.alpha=0.5,2.0"], dst, env)
     queued = _sh([str(BIN / "dvc"), "queue", "status"], dst, env)
     assert queued.count("Queued") == 2
-    # queued runs copy tracked files only: -C brings the ignored oracle cache, so nothing is re-labelled
     _sh([str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "1"], dst, env, timeout=1200)
     status = _sh([str(BIN / "dvc"), "queue", "status"], dst, env)
     assert status.count("Success") == 2, status

@@ -104,6 +104,10 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[st
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig, SFTTrainer
 
+    import datasets
+
+    datasets.disable_progress_bars()  # stage logs get one line per training step instead
+
     # ---- reproducibility: same seed, same machine, same adapter
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
