@@ -239,7 +239,7 @@ def test_reask_carries_the_previous_answer_and_the_validation_error(
         ("truncated", "truncated", "length"),
         ("no_content", "empty", "stop"),
         ("blank_text", "empty", "stop"),
-        ("refusal", "empty", "refusal"),
+        ("refusal", "refusal", "refusal"),
         ("bad_json", "bad_json", "stop"),
     ],
 )

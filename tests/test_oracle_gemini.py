@@ -280,7 +280,7 @@ def test_reask_carries_the_previous_answer_and_the_validation_error(
         ("truncated", "truncated"),
         ("empty", "empty"),
         ("none", "empty"),
-        ("blocked", "empty"),
+        ("blocked", "refusal"),
         ("bad_json", "bad_json"),
     ],
 )
