@@ -165,3 +165,62 @@ def test_killed_label_stage_resumes_without_paying_twice(tmp_path, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_killed_at_several_points_pays_each_answer_once(tmp_path, monkeypatch):
+    """Kill -9 four times at different points, then finish: every answer that reached the cache was
+    paid exactly once; only prompts in flight at a kill were ever asked again."""
+    key = "sk-test-" + uuid.uuid4().hex
+    monkeypatch.setenv(KEY_ENV, key)
+    prefiltered = tmp_path / "prefiltered"
+    write_articles(prefiltered / "passed.jsonl", N, prefix="multi")
+
+    with FakeOpenAI(latency_s=0.1) as srv:
+        identity = make_provider(OracleConfig(**oracle_section(srv))).cache_identity()
+
+        def key_of(body: dict[str, Any]) -> str:
+            request = ChatRequest(messages=body["messages"], schema=SPEC.json_schema,
+                                  temperature=body["temperature"], max_tokens=body["max_tokens"],
+                                  seed=body["seed"])
+            return request_key(identity, request)
+
+        clean = make_workdir(tmp_path, "clean", srv, prefiltered)
+        run_stage(clean, key, "stage.log")
+        reference = (clean / LABELS).read_bytes()
+        srv.reset()
+
+        wd = make_workdir(tmp_path, "resumed", srv, prefiltered)
+        in_flight_at_kills: set[str] = set()
+        for i, point in enumerate((6, 14, 22, 30)):
+            cached_before = cache_keys(wd) if (wd / CACHE).exists() else set()
+            seen = srv.count
+            proc, log = start_stage(wd, key, f"killed{i}.log")
+            try:
+                reached = srv.wait_for(lambda s, p=point: len(cache_keys_safe(wd)) >= p
+                                       or proc.poll() is not None, timeout_s=300)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+            assert reached and proc.returncode == -signal.SIGKILL, log.read_text()
+            asked_now = {key_of(b) for b in srv.requests[seen:]}
+            assert not asked_now & cached_before  # a resumed run never re-asks a cached answer
+            in_flight_at_kills |= asked_now - cache_keys(wd)
+        run_stage(wd, key, "final.log")
+
+        counts: dict[str, int] = {}
+        for body in srv.requests:
+            k = key_of(body)
+            counts[k] = counts.get(k, 0) + 1
+        repeated = {k for k, c in counts.items() if c > 1}
+        assert repeated <= in_flight_at_kills
+        assert all(c <= 1 + 4 for c in counts.values())
+        assert sum(counts.values()) == N + sum(counts[k] - 1 for k in repeated)
+        assert (wd / LABELS).read_bytes() == reference
+
+
+def cache_keys_safe(wd: Path) -> set[str]:
+    """Cache keys, or nothing while the database does not exist yet (the stage is starting)."""
+    try:
+        return cache_keys(wd) if (wd / CACHE).exists() else set()
+    except sqlite3.OperationalError:
+        return set()
