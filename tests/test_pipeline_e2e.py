@@ -24,11 +24,11 @@ SLICE = 24  # first rows of the demo corpus; about 15 pass the prefilter
 pytestmark = pytest.mark.slow
 
 
-def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
+def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 900, stdout_only: bool = False) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
-    return out
+    return proc.stdout if stdout_only else out
 
 
 def _stages_run(output: str) -> list[str]:
@@ -147,7 +147,7 @@ def test_lora_student_experiment_and_experiment_comparison(project, first_run):
     assert ev["student"] == "lora" and 0 <= ev["valid_json_share"] <= 1
     assert (dst / "models/student/adapter/adapter_config.json").is_file()
 
-    shown = json.loads(_sh([str(BIN / "dvc"), "exp", "show", "--json"], dst, env))
+    shown = json.loads(_sh([str(BIN / "dvc"), "exp", "show", "--json"], dst, env, stdout_only=True))
     exps = [e for row in shown for e in (row.get("experiments") or [])]
     students = set()
     for exp in exps:
@@ -159,7 +159,7 @@ def test_lora_student_experiment_and_experiment_comparison(project, first_run):
                 students.add(params["student"]["kind"])
     assert {"sklearn", "lora"} <= students
 
-    diff = _sh([str(BIN / "dvc"), "metrics", "diff", "--json"], dst, env)
+    diff = _sh([str(BIN / "dvc"), "metrics", "diff", "--json"], dst, env, stdout_only=True)
     json.loads(diff)
     _sh([str(BIN / "dvc"), "plots", "show", "-o", str(dst / "plots_out")], dst, env)
     assert (dst / "plots_out/index.html").is_file()
