@@ -118,6 +118,49 @@ def config_compose(overrides: tuple[str, ...], output: str, config_dir: str) -> 
     click.echo(f"wrote {output}")
 
 
+# ----------------------------------------------------------------------------- estimate
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--input", "input_path", default=None,
+              help="records to label [default: prefilter.output_dir/passed.jsonl]")
+@click.option("--latency-s", default=2.0, show_default=True, type=float,
+              help="assumed seconds per request, for the time at the concurrency limit")
+@click.option("--output-factor", default=0.5, show_default=True, type=float,
+              help="share of oracle.max_tokens assumed an answer when no cached answer is a pilot")
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
+def estimate(params_path: str, input_path: str | None, latency_s: float, output_factor: float,
+             as_json: bool) -> None:
+    """Estimate the label stage: requests, tokens, dollars and minutes (no request is made)."""
+    from distill.estimate import format_estimate, run
+
+    result = run(params_path, input_path, latency_s=latency_s, output_factor=output_factor)
+    click.echo(json.dumps(result, indent=2) if as_json else format_estimate(result))
+
+
+# ----------------------------------------------------------------------------- oracle-check
+@main.command("oracle-check")
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--input", "input_path", default=None,
+              help="records to sample [default: prefilter.output_dir/passed.jsonl]")
+@click.option("--output", default="metrics/oracle_agreement.json", show_default=True)
+@click.option("--config-dir", default="conf", show_default=True,
+              help="where oracle_check.second=<name> finds oracle/<name>.yaml")
+@click.option("--sample-size", type=int, default=None, help="override oracle_check.sample_size")
+def oracle_check(params_path: str, input_path: str | None, output: str, config_dir: str,
+                 sample_size: int | None) -> None:
+    """Label a sample with two oracles (or one twice); write how they agree: the student's floor."""
+    from distill.config import load_dotenv
+    from distill.oracle_check import format_agreement, run
+    from distill.stage import setup_logging
+
+    setup_logging()
+    load_dotenv()
+    result = run(params_path, input_path, output=output, config_dir=config_dir,
+                 sample_size=sample_size)
+    click.echo(format_agreement(result))
+    click.echo(f"wrote {output}")
+
+
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)

@@ -219,6 +219,18 @@ class EvaluateConfig(Section):
     output_dir: str = "data/eval"
 
 
+class OracleCheckConfig(Section):
+    """``oracle_check``: the calibration run of ``distill oracle-check`` (every key optional)."""
+
+    #: items to label twice (fewer when passed.jsonl holds fewer)
+    sample_size: int = Field(default=50, ge=1)
+    #: seed of the sample drawn from passed.jsonl
+    seed: int = 0
+    #: the second oracle: a full oracle config, a conf/oracle/<name>.yaml name, or null for the
+    #: configured oracle again at temperature 0.7 with the next seed
+    second: OracleConfig | str | None = None
+
+
 SECTIONS: dict[str, type[BaseModel]] = {
     "filter": FilterRef,
     "prefilter": PrefilterConfig,
@@ -228,6 +240,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "split": SplitConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "oracle_check": OracleCheckConfig,
 }
 
 

@@ -82,4 +82,10 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
     lines.append("per-dimension MAE:")
     for d, v in (metrics.get("mae") or {}).items():
         lines.append(f"  {d:<26}{'-' if v is None else v:>10}")
+    floor = metrics.get("oracle_floor")
+    if floor:  # two oracles (or one asked twice) on the same items: no student is judged below it
+        lines.append("oracle vs oracle (floor):")
+        for key in ("tier_agreement", "overall_mae", "mean_dimension_mae"):
+            v = floor.get(key)
+            lines.append(f"  {key:<26}{'-' if v is None else v:>10}")
     return "\n".join(lines)

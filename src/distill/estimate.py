@@ -1,0 +1,741 @@
+"""What the label stage will cost before it runs: requests, tokens, dollars and minutes.
+
+``distill estimate`` reads ``params.yaml``, the filter and the prefilter's ``passed.jsonl`` and
+renders every prompt exactly as the label stage does (:meth:`Labeler.prepare`), one record at a
+time. For each record it walks the conversation the engine would have through the response cache: a
+cached answer is free, a cached invalid answer leads to the re-ask the engine would send (also
+looked up), and the first request that is not cached is what the run will pay for, plus the re-asks
+expected from the invalid rate of the cached answers.
+
+Input tokens are counted
+
+- with the model's own tokenizer where it is available offline: the embedded (local) oracle's GGUF
+  vocabulary through llama-cpp-python (``vocab_only``) and its chat template, which reproduces the
+  ``prompt_tokens`` llama.cpp reports; tiktoken for OpenAI models only when its encoding files are
+  already on disk;
+- otherwise from characters, at a chars-per-token ratio calibrated on the cached answers found for
+  these records (the cache stores each answer's ``input_tokens``, the walk knows the prompt), else
+  on the first-attempt rows of the last label run's ``labels.jsonl``, else an assumed 4 chars per
+  token.
+
+Output tokens come from a pilot: the mean of the cached answers for these records, else of every
+cached answer of the provider and model, else ``oracle.max_tokens`` times a factor. The method used
+for each is part of the result. No request is made and no API key is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill import jsonl
+from distill.config import LabelConfig, OracleConfig, RateLimits, read_params, section
+from distill.errors import ConfigError, InputError
+from distill.filterspec import FilterSpec, load_filter
+from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
+from distill.oracle.engine import Labeler, request_cost
+from distill.validate import Invalid, check
+
+DEFAULT_CHARS_PER_TOKEN = 4.0
+DEFAULT_OUTPUT_FACTOR = 0.5
+DEFAULT_LATENCY_S = 2.0
+#: a typical re-ask message (the validator's feedback), for the growth of a re-asked conversation
+_FEEDBACK_CHARS = len(
+    Invalid("schema", "at deployment_stage: 11 is greater than the maximum of 10").feedback
+)
+
+
+# ----------------------------------------------------------------------------- the cache, read-only
+class ReadOnlyCache:
+    """The response cache opened read-only (an estimate never creates or writes it)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        if self.path.is_file():
+            self._db = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30
+            )
+            try:
+                self._db.execute("SELECT 1 FROM responses LIMIT 1")
+            except sqlite3.DatabaseError:
+                self._db.close()
+                self._db = None
+
+    @property
+    def exists(self) -> bool:
+        return self._db is not None
+
+    def get(self, key: str) -> ChatResponse | None:
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return ChatResponse.from_json(json.loads(row[0])) if row else None
+
+    def output_pilot(self, provider: str, model: str) -> tuple[int, float]:
+        """(answers, mean output tokens) over every cached answer of ``provider``/``model``."""
+        if self._db is None:
+            return 0, 0.0
+        n, total = 0, 0
+        rows = self._db.execute(
+            "SELECT response FROM responses WHERE provider = ? AND model = ?", (provider, model)
+        )
+        for (blob,) in rows:
+            n += 1
+            total += int(json.loads(blob).get("output_tokens") or 0)
+        return n, (total / n if n else 0.0)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+# ----------------------------------------------------------------------------- providers, offline
+class OfflineProvider(Provider):
+    """Stands in for a provider: same name, model and cache identity; never sends a request."""
+
+    def __init__(self, cfg: OracleConfig, name: str, identity: dict[str, Any]):
+        super().__init__(cfg)
+        self.name = name
+        self._identity = identity
+
+    def cache_identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        raise ProviderError("an estimate makes no requests")
+
+
+def offline_provider(cfg: OracleConfig) -> OfflineProvider:
+    """The provider's real cache identity, without its API key (the real class's method is used)."""
+    from distill.oracle.base import make_provider
+
+    if cfg.provider == "local":  # resolves the GGUF file; loads nothing
+        real: Provider = make_provider(cfg)
+    else:
+        try:
+            real = make_provider(cfg)
+        except ConfigError:  # no key: build the object without its constructor (only cfg is needed)
+            real = _provider_class(cfg).__new__(_provider_class(cfg))
+            Provider.__init__(real, cfg)
+    return OfflineProvider(cfg, real.name, real.cache_identity())
+
+
+def _provider_class(cfg: OracleConfig) -> type[Provider]:
+    if cfg.provider == "openai":
+        if cfg.transport == "aiohttp":
+            from distill.oracle.openai_http import OpenAIHTTPProvider
+
+            return OpenAIHTTPProvider
+        from distill.oracle.openai_compat import OpenAIProvider
+
+        return OpenAIProvider
+    if cfg.provider == "gemini":
+        from distill.oracle.gemini import GeminiProvider
+
+        return GeminiProvider
+    if cfg.provider == "anthropic":
+        from distill.oracle.anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    raise ConfigError(f"unknown oracle.provider {cfg.provider!r}")
+
+
+# ----------------------------------------------------------------------------- tokenizers
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level writes to fd 2 (llama.cpp logs while loading even with verbose=False)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class LlamaTokenCounter:
+    """Exact prompt tokens of a GGUF model: its vocabulary and chat template, as llama.cpp."""
+
+    def __init__(self, gguf: Path):
+        from llama_cpp import Llama, llama_chat_format
+
+        with _quiet_stderr():
+            self._llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        self._format = None
+        if template:
+            eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+            self._format = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(eos_id),
+                bos_token=self._token_text(bos_id),
+                stop_token_ids=[eos_id],
+            )
+        how = "with its chat template" if self._format else "without a chat template (approximate)"
+        self.method = f"tokenizer: llama.cpp vocabulary of {gguf.name} {how}"
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id == -1:
+            return ""
+        model = getattr(self._llm, "_model", None)
+        if model is not None and hasattr(model, "token_get_text"):
+            return model.token_get_text(token_id)
+        return self._llm.detokenize([token_id]).decode("utf-8", "replace")
+
+    def count(self, messages: list[dict[str, str]]) -> int:
+        if self._format is not None:
+            result = self._format(messages=messages)
+            text, add_bos = result.prompt, not result.added_special
+        else:
+            text = "".join(f"{m['role']}\n{m['content']}\n" for m in messages)
+            add_bos = True
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+
+class TiktokenCounter:
+    """OpenAI's tokenizer, only when its encoding files are on disk (tiktoken would fetch them)."""
+
+    def __init__(self, encoding, schema_tokens: int):
+        self._enc = encoding
+        self._schema_tokens = schema_tokens
+        self.method = f"tokenizer: tiktoken {encoding.name}"
+
+    def count(self, messages: list[dict[str, str]]) -> int:
+        # the chat format adds about 3 tokens a message and 3 for the reply; a JSON schema sent as
+        # response_format is counted as prompt by the API
+        return (
+            sum(len(self._enc.encode(m["content"])) + 3 for m in messages) + 3 + self._schema_tokens
+        )
+
+
+def _tiktoken_counter(cfg: OracleConfig, schema: dict[str, Any]) -> TiktokenCounter | None:
+    if cfg.provider != "openai":
+        return None
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    cache_dir = (
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
+    if not os.path.isdir(cache_dir) or not os.listdir(cache_dir):
+        return None  # the files are not on disk: tiktoken would try to download them
+    try:
+        enc = tiktoken.encoding_for_model(cfg.model.rsplit("/", 1)[-1])
+    except Exception:  # noqa: BLE001 - unknown model, missing file, no network: fall back
+        return None
+    schema_tokens = (
+        len(enc.encode(json.dumps(schema))) if cfg.structured_output == "json_schema" else 0
+    )
+    return TiktokenCounter(enc, schema_tokens)
+
+
+def token_counter(cfg: OracleConfig, schema: dict[str, Any], loaded: dict[str, Any]):
+    """The exact counter for this oracle, or None (count characters, calibrate), and why not."""
+    if cfg.provider == "local":
+        from distill.models import resolve_gguf
+
+        path = resolve_gguf(cfg.model_path)
+        if str(path) not in loaded:
+            try:
+                loaded[str(path)] = LlamaTokenCounter(path)
+            except ImportError:
+                loaded[str(path)] = None
+        return loaded[str(path)], "llama-cpp-python is not installed"
+    counter = _tiktoken_counter(cfg, schema)
+    if counter is not None:
+        return counter, ""
+    if cfg.provider == "openai":
+        return None, "no offline tokenizer (tiktoken or its encoding files are not available)"
+    return None, f"no offline tokenizer for {cfg.provider}"
+
+
+# ----------------------------------------------------------------------------- time at the limits
+def time_at_limits(
+    requests: float,
+    input_tokens: float,
+    output_tokens: float,
+    limits: RateLimits,
+    concurrency: int,
+    latency_s: float,
+    serial: bool = False,
+) -> tuple[float, str, dict[str, float]]:
+    """Minutes each configured limit needs for this work; the largest is the binding one."""
+    conc = 1 if serial else min(concurrency, limits.max_concurrency or concurrency)
+    why = " (one llama.cpp context: requests take turns)" if serial else ""
+    need = {
+        f"concurrency {conc} at {latency_s:g} s a request{why}": requests * latency_s / conc / 60.0
+    }
+    if limits.rpm:
+        need[f"rpm {limits.rpm:g}"] = requests / limits.rpm
+    if limits.rps:
+        need[f"rps {limits.rps:g}"] = requests / limits.rps / 60.0
+    if limits.input_tpm:
+        need[f"input_tpm {limits.input_tpm:g}"] = input_tokens / limits.input_tpm
+    if limits.output_tpm:
+        need[f"output_tpm {limits.output_tpm:g}"] = output_tokens / limits.output_tpm
+    binding = max(need, key=lambda k: need[k])
+    return need[binding], binding, need
+
+
+# ----------------------------------------------------------------------------- per-oracle tallies
+@dataclass
+class _Tally:
+    """What the walk over the records found for one oracle of the route."""
+
+    cfg: OracleConfig
+    provider: OfflineProvider
+    counter: Any  # LlamaTokenCounter | TiktokenCounter | None
+    counter_note: str
+    records: int = 0
+    cached_requests: int = 0
+    cached_input_tokens: int = 0
+    cached_output_tokens: int = 0
+    answers: int = 0  # cached answers examined
+    invalid_answers: int = 0
+    cal_chars: int = 0  # chars of conversations whose cached answer reports input tokens
+    cal_tokens: int = 0
+    cal_answers: int = 0
+    #: uncached requests by attempt number (index 0 = first attempt): count and summed units
+    #: (tokens with an exact counter, characters otherwise)
+    pending_count: list[int] = field(default_factory=list)
+    pending_units: list[float] = field(default_factory=list)
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    return sum(len(m.get("content") or "") for m in messages)
+
+
+def _label_history(label_cfg: LabelConfig, describe: str) -> dict[str, float]:
+    """Calibration, pilot and invalid rate from the last label run's outputs for this oracle."""
+    out = Path(label_cfg.output_dir)
+    h = {
+        "chars": 0,
+        "tokens": 0,
+        "calibration_rows": 0,
+        "answers": 0,
+        "invalid": 0,
+        "output_tokens": 0,
+        "first_answers": 0,
+    }
+    labels, invalid = out / "labels.jsonl", out / "invalid.jsonl"
+    if labels.is_file():
+        for row in jsonl.read_jsonl(labels):
+            if row.get("oracle") != describe:
+                continue
+            attempts = int(row.get("attempts") or 1)
+            h["answers"] += attempts
+            h["invalid"] += attempts - 1
+            usage = row.get("usage") or {}
+            if attempts == 1 and usage.get("input_tokens") and row.get("messages"):
+                h["chars"] += _chars(row["messages"])
+                h["tokens"] += int(usage["input_tokens"])
+                h["calibration_rows"] += 1
+                h["output_tokens"] += int(usage.get("output_tokens") or 0)
+                h["first_answers"] += 1
+    if invalid.is_file():
+        for row in jsonl.read_jsonl(invalid):
+            if row.get("oracle") != describe:
+                continue
+            answered = [a for a in row.get("attempts", []) if "attempt" in a]  # not provider errors
+            h["answers"] += len(answered)
+            h["invalid"] += len(answered)
+    return h
+
+
+# ----------------------------------------------------------------------------- the estimate
+def estimate(
+    params: dict[str, Any],
+    input_path: str | Path | None = None,
+    *,
+    latency_s: float = DEFAULT_LATENCY_S,
+    output_factor: float = DEFAULT_OUTPUT_FACTOR,
+) -> dict[str, Any]:
+    """The estimate as a JSON-ready dict (see :func:`format_estimate` for the table)."""
+    if latency_s <= 0:
+        raise ConfigError("--latency-s must be positive")
+    if output_factor <= 0:
+        raise ConfigError("--output-factor must be positive")
+    spec = load_filter(section(params, "filter").path)
+    oracle_cfg: OracleConfig = section(params, "oracle")
+    label_cfg: LabelConfig = section(params, "label")
+    if input_path is None:
+        input_path = Path(section(params, "prefilter").output_dir) / "passed.jsonl"
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise InputError(f"{input_path} not found: run the prefilter stage first (or pass --input)")
+
+    members = [oracle_cfg, *oracle_cfg.mix]
+    loaded: dict[str, Any] = {}
+    tallies = []
+    for cfg in members:
+        counter, note = token_counter(cfg, spec.json_schema, loaded)
+        tallies.append(_Tally(cfg, offline_provider(cfg), counter, note))
+    cache = ReadOnlyCache(label_cfg.cache_path)
+    labeler = Labeler(
+        spec,
+        [(t.provider, t.cfg.weight) for t in tallies],
+        cache,  # type: ignore[arg-type]
+        max_words=label_cfg.max_words,
+        max_attempts=label_cfg.max_attempts,
+        temperature=oracle_cfg.temperature,
+        max_tokens=oracle_cfg.max_tokens,
+        seed=oracle_cfg.seed,
+    )
+    by_provider = {id(t.provider): t for t in tallies}
+    records = 0
+    try:
+        for record in jsonl.read_jsonl(input_path):
+            records += 1
+            item = labeler.prepare(record)
+            tally = by_provider[id(labeler.route(item["id"])[0])]
+            _walk(labeler, tally, item["messages"], spec, label_cfg.max_attempts)
+        results = [
+            _finish(t, cache, label_cfg, oracle_cfg.max_tokens, latency_s, output_factor)
+            for t in tallies
+        ]
+    finally:
+        cache.close()
+    total = _total(results, oracle_cfg, label_cfg, latency_s)
+    return {
+        "input": str(input_path),
+        "filter": f"{spec.name} {spec.version}",
+        "records": records,
+        "cache": {"path": label_cfg.cache_path, "found": cache.path.is_file()},
+        "assumptions": {
+            "latency_s": latency_s,
+            "output_factor": output_factor,
+            "label_concurrency": label_cfg.concurrency,
+            "max_attempts": label_cfg.max_attempts,
+            "mode": label_cfg.mode,
+        },
+        "oracles": results,
+        "total": total,
+    }
+
+
+def _walk(
+    labeler: Labeler, t: _Tally, messages: list[dict[str, str]], spec: FilterSpec, max_attempts: int
+) -> None:
+    """Follow the engine's conversation for one record through the cache."""
+    t.records += 1
+    conversation = list(messages)
+    for attempt in range(max_attempts):
+        key = labeler.key_for(t.provider, labeler.request_for(conversation))
+        cached = labeler.cache.get(key)
+        if cached is None:
+            while len(t.pending_count) <= attempt:
+                t.pending_count.append(0)
+                t.pending_units.append(0.0)
+            t.pending_count[attempt] += 1
+            t.pending_units[attempt] += (
+                t.counter.count(conversation) if t.counter else _chars(conversation)
+            )
+            return
+        t.cached_requests += 1
+        t.cached_input_tokens += cached.input_tokens
+        t.cached_output_tokens += cached.output_tokens
+        t.answers += 1
+        if cached.input_tokens > 0:
+            t.cal_chars += _chars(conversation)
+            t.cal_tokens += cached.input_tokens
+            t.cal_answers += 1
+        result = check(cached.text, spec.json_schema, cached.finish_reason)
+        if not isinstance(result, Invalid):
+            return
+        t.invalid_answers += 1
+        conversation = [
+            *conversation,
+            {"role": "assistant", "content": cached.text or ""},
+            {"role": "user", "content": result.feedback},
+        ]
+
+
+def _finish(
+    t: _Tally,
+    cache: ReadOnlyCache,
+    label_cfg: LabelConfig,
+    max_tokens: int,
+    latency_s: float,
+    output_factor: float,
+) -> dict[str, Any]:
+    cfg, describe = t.cfg, t.provider.describe()
+    history: dict[str, float] | None = None
+
+    def hist() -> dict[str, float]:
+        nonlocal history
+        if history is None:
+            history = _label_history(label_cfg, describe)
+        return history
+
+    # input tokens: the tokenizer, or characters at a calibrated ratio
+    cpt: float | None = None
+    if t.counter is not None:
+        input_method = t.counter.method
+    elif t.cal_answers and t.cal_tokens:
+        cpt = t.cal_chars / t.cal_tokens
+        input_method = (
+            f"calibrated: {cpt:.2f} chars/token measured on {t.cal_answers} cached answer(s) "
+            f"for these records ({t.counter_note})"
+        )
+    elif hist()["calibration_rows"] and hist()["tokens"]:
+        cpt = hist()["chars"] / hist()["tokens"]
+        input_method = (
+            f"calibrated: {cpt:.2f} chars/token measured on {int(hist()['calibration_rows'])} "
+            f"row(s) of {Path(label_cfg.output_dir) / 'labels.jsonl'} ({t.counter_note})"
+        )
+    else:
+        cpt = DEFAULT_CHARS_PER_TOKEN
+        input_method = (
+            f"assumed {DEFAULT_CHARS_PER_TOKEN:g} chars/token: no cached answers to calibrate on "
+            f"({t.counter_note})"
+        )
+
+    # output tokens: a pilot, else max_tokens x factor
+    pilot_n, pilot_mean = cache.output_pilot(t.provider.name, t.provider.model)
+    if t.answers:
+        out_mean = t.cached_output_tokens / t.answers
+        output_method = f"pilot: mean of {t.answers} cached answer(s) for these records"
+    elif hist()["first_answers"]:
+        out_mean = hist()["output_tokens"] / hist()["first_answers"]
+        output_method = (
+            f"pilot: mean of {int(hist()['first_answers'])} answer(s) in the last label run"
+        )
+    elif pilot_n:
+        out_mean = pilot_mean
+        output_method = (
+            f"pilot: mean of {pilot_n} cached answer(s) of {t.provider.name}/{t.provider.model}"
+        )
+    else:
+        out_mean = max_tokens * output_factor
+        output_method = (
+            f"assumed: oracle.max_tokens {max_tokens} x {output_factor:g} (no cached answers)"
+        )
+
+    # invalid rate: cached answers for these records, else the last label run
+    if t.answers:
+        p = t.invalid_answers / t.answers
+        invalid_from = (
+            f"{t.invalid_answers} of {t.answers} cached answer(s) for these records invalid"
+        )
+    elif hist()["answers"]:
+        p = hist()["invalid"] / hist()["answers"]
+        invalid, answers = int(hist()["invalid"]), int(hist()["answers"])
+        invalid_from = f"{invalid} of {answers} answer(s) in the last label run invalid"
+    else:
+        p = 0.0
+        invalid_from = "unknown (no cached answers): no re-asks assumed"
+    p = min(p, 0.95)
+
+    # expected requests still to send: a chain from attempt a re-asks with probability p each time
+    max_attempts = label_cfg.max_attempts
+    reask_tokens = out_mean + _FEEDBACK_CHARS / (cpt or DEFAULT_CHARS_PER_TOKEN)
+    new_requests = new_input = first_new = 0.0
+    for a, (count, units) in enumerate(zip(t.pending_count, t.pending_units)):
+        g = sum(p**j for j in range(max_attempts - a))
+        h = sum(j * p**j for j in range(max_attempts - a))
+        base = units if t.counter is not None else units / cpt
+        first_new += count
+        new_requests += count * g
+        new_input += base * g + count * h * reask_tokens
+    new_output = new_requests * out_mean
+    cached_reasks = t.cached_requests - (t.records - sum(t.pending_count[:1]))
+    reasks = max(0.0, cached_reasks) + (new_requests - first_new)
+    price = cfg.price
+    online = request_cost(price, new_input, new_output)
+    # batch_discount multiplies the online price (0.5: half price); 0, or the local model: no batch
+    has_batch = price.batch_discount > 0 and cfg.provider != "local"
+    batch = request_cost(price, new_input, new_output, price.batch_discount) if has_batch else None
+    minutes, binding, need = time_at_limits(
+        new_requests,
+        new_input,
+        new_output,
+        cfg.limits,
+        label_cfg.concurrency,
+        latency_s,
+        serial=cfg.provider == "local",
+    )
+    requests = t.cached_requests + new_requests
+    return {
+        "oracle": describe,
+        "weight": cfg.weight,
+        "records": t.records,
+        "requests": _r(requests),
+        "reasks": _r(reasks),
+        "cached_requests": t.cached_requests,
+        "new_requests": _r(new_requests),
+        "invalid_rate": round(p, 4),
+        "invalid_rate_from": invalid_from,
+        "input_tokens": _r(t.cached_input_tokens + new_input),
+        "output_tokens": _r(t.cached_output_tokens + new_output),
+        "new_input_tokens": _r(new_input),
+        "new_output_tokens": _r(new_output),
+        "chars_per_token": round(cpt, 4) if cpt else None,
+        "input_token_method": input_method,
+        "mean_output_tokens": round(out_mean, 2),
+        "output_token_method": output_method,
+        "price": price.model_dump(),
+        "cost_usd": {
+            "online": round(online, 6),
+            "batch": None if batch is None else round(batch, 6),
+        },
+        "cost_usd_without_cache": round(
+            request_cost(
+                price, t.cached_input_tokens + new_input, t.cached_output_tokens + new_output
+            ),
+            6,
+        ),
+        "minutes": round(minutes, 3),
+        "binding_limit": binding,
+        "minutes_by_limit": {k: round(v, 3) for k, v in need.items()},
+    }
+
+
+def _r(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else round(x, 2)
+
+
+def _total(
+    results: list[dict[str, Any]],
+    oracle_cfg: OracleConfig,
+    label_cfg: LabelConfig,
+    latency_s: float,
+) -> dict[str, Any]:
+    keys = (
+        "records",
+        "requests",
+        "reasks",
+        "cached_requests",
+        "new_requests",
+        "input_tokens",
+        "output_tokens",
+        "new_input_tokens",
+        "new_output_tokens",
+        "cost_usd_without_cache",
+    )
+    total: dict[str, Any] = {k: _r(round(sum(r[k] for r in results), 6)) for k in keys}
+    total["cost_usd_without_cache"] = round(total["cost_usd_without_cache"], 6)
+    batches = [r["cost_usd"]["batch"] for r in results]
+    total["cost_usd"] = {
+        "online": round(sum(r["cost_usd"]["online"] for r in results), 6),
+        "batch": None if any(b is None for b in batches) else round(sum(batches), 6),
+    }
+    if len(results) == 1:
+        total.update(
+            minutes=results[0]["minutes"],
+            binding_limit=results[0]["binding_limit"],
+            minutes_by_limit=results[0]["minutes_by_limit"],
+        )
+    else:  # label runs one scheduler with oracle.limits and label.concurrency for the whole mix
+        minutes, binding, need = time_at_limits(
+            total["new_requests"],
+            total["new_input_tokens"],
+            total["new_output_tokens"],
+            oracle_cfg.limits,
+            label_cfg.concurrency,
+            latency_s,
+        )
+        total.update(
+            minutes=round(minutes, 3),
+            binding_limit=binding,
+            minutes_by_limit={k: round(v, 3) for k, v in need.items()},
+        )
+    return total
+
+
+# ----------------------------------------------------------------------------- the table
+def _num(v: Any, money: bool = False, whole: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    if money:
+        return f"${v:,.4f}"
+    if whole:
+        return f"{round(v):,}"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.1f}"
+    return f"{int(v):,}"
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    oracles = est["oracles"]
+    cols = [*oracles, est["total"]] if len(oracles) > 1 else oracles
+    heads = [f"{o['oracle']} ({o['records']} rec)" for o in oracles] + (
+        ["total"] if len(oracles) > 1 else []
+    )
+    width = max(16, *(len(h) + 2 for h in heads))
+    rows = [
+        ("records", lambda c: _num(c["records"])),
+        ("requests (incl. re-asks)", lambda c: _num(c["requests"])),
+        ("  expected re-asks", lambda c: _num(c["reasks"])),
+        ("already cached (free)", lambda c: _num(c["cached_requests"])),
+        ("to send", lambda c: _num(c["new_requests"])),
+        ("input tokens to send", lambda c: _num(c["new_input_tokens"], whole=True)),
+        ("output tokens to send", lambda c: _num(c["new_output_tokens"], whole=True)),
+        ("dollars online", lambda c: _num(c["cost_usd"]["online"], money=True)),
+        ("dollars batch", lambda c: _num(c["cost_usd"]["batch"], money=True)),
+        ("minutes at the limits", lambda c: f"{c['minutes']:,.1f}"),
+        ("all requests: input tokens", lambda c: _num(c["input_tokens"], whole=True)),
+        ("all requests: output tokens", lambda c: _num(c["output_tokens"], whole=True)),
+        ("dollars if nothing were cached", lambda c: _num(c["cost_usd_without_cache"], money=True)),
+    ]
+    lines = [
+        (
+            f"estimate for {est['records']} records of {est['input']} (filter {est['filter']}, "
+            f"label.mode={est['assumptions']['mode']})"
+        ),
+        f"{'':<32}" + "".join(f"{h:>{width}}" for h in heads),
+        "-" * (32 + width * len(heads)),
+    ]
+    for name, fn in rows:
+        lines.append(f"{name:<32}" + "".join(f"{fn(c):>{width}}" for c in cols))
+    lines.append("")
+    for o in oracles:
+        lines.append(f"{o['oracle']}:")
+        lines.append(f"  input tokens:  {o['input_token_method']}")
+        lines.append(
+            f"  output tokens: {o['output_token_method']} ({o['mean_output_tokens']:g} a request)"
+        )
+        lines.append(
+            f"  re-asks:       invalid rate {o['invalid_rate']:.1%} ({o['invalid_rate_from']})"
+        )
+        lines.append(f"  binding limit: {o['binding_limit']} ({o['minutes']:,.1f} min)")
+    if len(oracles) > 1:
+        t = est["total"]
+        lines.append(
+            f"whole run (oracle.limits apply to the mix): binding limit {t['binding_limit']} "
+            f"({t['minutes']:,.1f} min)"
+        )
+    a = est["assumptions"]
+    lines.append(
+        f"assumed latency {a['latency_s']:g} s a request, "
+        f"label.concurrency {a['label_concurrency']}, up to {a['max_attempts']} attempts a record; "
+        "cached requests cost nothing"
+    )
+    if a["mode"] == "batch":
+        lines.append("label.mode=batch: the provider's batch queue decides the time (up to 24 h), "
+                     "not these limits")
+    if not est["cache"]["found"]:
+        lines.append(f"no response cache at {est['cache']['path']}: nothing is cached yet")
+    return "\n".join(lines)
+
+
+def run(
+    params_path: str | Path = "params.yaml", input_path: str | Path | None = None, **kw: Any
+) -> dict[str, Any]:
+    return estimate(read_params(params_path), input_path, **kw)
