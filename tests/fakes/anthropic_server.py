@@ -26,6 +26,16 @@ when the request carries a tool, else the dimension names listed in the prompt.
 
 Knobs (attributes, changeable while the server runs): ``latency_s``, ``responder``, and ``faults``,
 a mapping from the 1-based request number to a reply that overrides the responder for that request.
+
+Faults a reply can inject: an HTTP error with ``Retry-After`` / ``retry-after-ms`` / rate-limit
+headers (:meth:`Reply.error`, :meth:`Reply.rate_limited`), a connection reset with no response
+(:meth:`Reply.connection_reset`), a stall longer than the client's timeout (:meth:`Reply.stall`), a
+body that is not JSON (``raw_body``), and answers that are malformed, schema-violating, truncated
+(stop reason ``max_tokens``) or empty. ``headers`` (an attribute) is sent with every response, e.g.
+the ``x-ratelimit-*`` headers of :func:`ratelimit_headers` (a reply's own headers win).
+
+What it saw besides the requests: ``received`` (with arrival times, ``mono`` for measuring),
+``finished_at`` (when each request ended: answered or dropped), ``in_flight`` / ``peak_in_flight``.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import hashlib
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -82,6 +93,8 @@ class Reply:
     latency_s: float | None = None
     #: usage counts (input_tokens, output_tokens)
     usage: dict[str, int] | None = None
+    #: drop the connection (TCP reset) after the latency instead of answering
+    reset: bool = False
 
     # ---- constructors for the usual faults
     @classmethod
@@ -89,18 +102,50 @@ class Reply:
         return cls(tool_input=dict(obj), **kw)
 
     @classmethod
-    def error(cls, status: int = 500, retry_after: float | None = None, message: str = "") -> Reply:
-        """An HTTP error; ``retry_after`` (seconds, may be fractional) sets Retry-After."""
-        headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
-        return cls(status=status, headers=headers, error_message=message or f"fake HTTP {status}")
+    def error(
+        cls,
+        status: int = 500,
+        retry_after: float | None = None,
+        message: str = "",
+        *,
+        retry_after_ms: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """An HTTP error; ``retry_after`` (seconds, may be fractional) sets Retry-After,
+        ``retry_after_ms`` the ``retry-after-ms`` header; ``headers`` adds any others."""
+        return cls(
+            status=status,
+            headers=_error_headers(retry_after, retry_after_ms, headers),
+            error_message=message or f"fake HTTP {status}",
+        )
 
     @classmethod
-    def rate_limited(cls, retry_after: float = 0.05) -> Reply:
+    def rate_limited(
+        cls,
+        retry_after: float | None = 0.05,
+        *,
+        retry_after_ms: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """A 429 rate_limit_error; see :meth:`error` for the headers."""
         return cls.error(
             429,
             retry_after=retry_after,
             message="Number of requests has exceeded your rate limit (fake)",
+            retry_after_ms=retry_after_ms,
+            headers=headers,
         )
+
+    @classmethod
+    def connection_reset(cls, after_s: float = 0.0) -> Reply:
+        """Read the request, wait ``after_s``, then reset the connection without a response."""
+        return cls(reset=True, latency_s=after_s)
+
+    @classmethod
+    def stall(cls, seconds: float = 5.0) -> Reply:
+        """Say nothing for ``seconds`` (set it past the client's timeout), then drop the
+        connection. The stall ends early when the client gives up and closes the connection."""
+        return cls(reset=True, latency_s=seconds)
 
     @classmethod
     def malformed(cls, text: str = '{"deployment_stage": 5, "scale": ') -> Reply:
@@ -135,6 +180,60 @@ class Reply:
 
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _error_headers(retry_after: float | None, retry_after_ms: float | None,
+                   extra: Mapping[str, str] | None) -> dict[str, str]:
+    headers = dict(extra or {})
+    if retry_after is not None:
+        headers["Retry-After"] = _seconds(retry_after)
+    if retry_after_ms is not None:
+        headers["retry-after-ms"] = _seconds(retry_after_ms)
+    return headers
+
+
+def ratelimit_headers(
+    *,
+    limit_requests: int | None = None,
+    remaining_requests: int | None = None,
+    reset_requests: str | None = None,
+    limit_tokens: int | None = None,
+    remaining_tokens: int | None = None,
+    reset_tokens: str | None = None,
+) -> dict[str, str]:
+    """``x-ratelimit-*`` headers as OpenAI-style APIs send them (resets as durations: ``"1s"``,
+    ``"6m0s"``, ``"20ms"``), for :attr:`FakeAnthropic.headers` or a reply's headers."""
+    values = {
+        "x-ratelimit-limit-requests": limit_requests,
+        "x-ratelimit-remaining-requests": remaining_requests,
+        "x-ratelimit-reset-requests": reset_requests,
+        "x-ratelimit-limit-tokens": limit_tokens,
+        "x-ratelimit-remaining-tokens": remaining_tokens,
+        "x-ratelimit-reset-tokens": reset_tokens,
+    }
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _reset_connection(request: web.Request) -> None:
+    """Drop the connection without a response: SO_LINGER 0 makes the close a TCP reset."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _wait_unless_gone(request: web.Request, seconds: float) -> None:
+    """Sleep ``seconds``, or less when the client closes the connection first."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(left, 0.01))
 
 
 # --------------------------------------------------------------------------- request helpers
@@ -264,6 +363,8 @@ class Received:
     headers: dict[str, str]
     body: Any
     time: float
+    #: time.monotonic() at arrival (for measuring rates and delays)
+    mono: float = 0.0
 
     @property
     def api_key(self) -> str | None:
@@ -290,12 +391,17 @@ class FakeAnthropic:
         self.responder = responder or default_label
         self.latency_s = latency_s
         self.faults: dict[int, Reply] = dict(faults or {})
+        #: headers sent with every response (a reply's own headers win)
+        self.headers: dict[str, str] = {}
         self.start_timeout_s = start_timeout_s
         self._lock = threading.Lock()
         self._received: list[Received] = []  # messages requests
         self._other: list[Received] = []  # everything else (answered 404)
         self._answered = 0
         self._responder_errors: list[BaseException] = []
+        self._finished: dict[int, float] = {}  # request number -> monotonic time it ended
+        self._in_flight = 0
+        self._peak_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -344,6 +450,24 @@ class FakeAnthropic:
         with self._lock:
             return list(self._responder_errors)
 
+    @property
+    def finished_at(self) -> dict[int, float]:
+        """Request number -> ``time.monotonic()`` when it ended (answered, refused or dropped)."""
+        with self._lock:
+            return dict(self._finished)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages requests received and not finished yet."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most Messages requests in flight at once (since start or reset)."""
+        with self._lock:
+            return self._peak_in_flight
+
     def reset(self) -> None:
         """Forget what was received (counters restart; faults keep their request numbers)."""
         with self._lock:
@@ -351,6 +475,8 @@ class FakeAnthropic:
             self._other.clear()
             self._answered = 0
             self._responder_errors.clear()
+            self._finished.clear()
+            self._peak_in_flight = self._in_flight
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Self:
@@ -436,9 +562,24 @@ class FakeAnthropic:
         with self._lock:
             box = self._received if is_messages else self._other
             n = len(self._received) + 1 if is_messages else 0
-            box.append(Received(n, request.method, request.path, headers, body, time.time()))
+            box.append(
+                Received(
+                    n, request.method, request.path, headers, body, time.time(), time.monotonic()
+                )
+            )
         if not is_messages:
             return _error_response(404, f"Unknown request URL: {request.method} {request.path}")
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return await self._answer(request, body, n)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._finished[n] = time.monotonic()
+
+    async def _answer(self, request: web.Request, body: Any, n: int) -> web.StreamResponse:
         if not isinstance(body, dict):
             self._mark_answered()
             return _error_response(400, "request body is not a JSON object")
@@ -452,10 +593,18 @@ class FakeAnthropic:
             )
             reply.headers["x-should-retry"] = "false"
         delay = self.latency_s if reply.latency_s is None else reply.latency_s
+        if reply.reset:
+            await _wait_unless_gone(request, delay)
+            _reset_connection(request)
+            raise asyncio.CancelledError  # no response: aiohttp drops the (closed) connection
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            return self._render(reply, body, n)
+            response = self._render(reply, body, n)
+            for k, v in self.headers.items():
+                if k not in response.headers:
+                    response.headers[k] = v
+            return response
         finally:
             self._mark_answered()
 

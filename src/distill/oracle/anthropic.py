@@ -107,8 +107,9 @@ class AnthropicProvider(Provider):
                 resp = await self._create(client, kwargs, request.temperature)
         except anthropic.APIStatusError as e:
             detail = e.api_message or e.message
+            retry_after = retry_after_from_headers(e.response.headers, e.status_code)
             raise self._error(f"answered HTTP {e.status_code}: {_short(detail)}", status=e.status_code,
-                              retry_after=retry_after_from_headers(e.response.headers)) from None
+                              retry_after=retry_after) from None
         except anthropic.AnthropicError as e:
             raise self._error(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
         except ValueError as e:  # a 200 whose body is not a message (e.g. a proxy's HTML page)

@@ -65,9 +65,13 @@ def parse_duration(text: str) -> float | None:
     return sum(float(m.group("value")) * _UNIT[m.group("unit")] for m in parts)
 
 
-def retry_after_from_headers(headers: Any) -> float | None:
+def retry_after_from_headers(headers: Any, status: int | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date) or, for a
-    throttled answer without those, the ``x-ratelimit-reset-*`` headers (the longest)."""
+    throttled answer without those, the ``x-ratelimit-reset-*`` headers (the longest).
+
+    Pass the HTTP ``status``: APIs send ``x-ratelimit-reset-*`` on every response, and for anything
+    but a 429 / 529 they say when the rate-limit window refills, not when to retry (``None``: the
+    status is unknown, and the reset headers count)."""
     if headers is None:
         return None
     get = headers.get
@@ -87,6 +91,8 @@ def retry_after_from_headers(headers: Any) -> float | None:
             return max(0.0, when.timestamp() - time.time())
         except (TypeError, ValueError):
             pass
+    if status is not None and status not in (429, 529):
+        return None
     resets = [parse_duration(get(h) or "") for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
     resets = [r for r in resets if r is not None]
     return max(resets) if resets else None

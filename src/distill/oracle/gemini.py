@@ -154,7 +154,7 @@ class GeminiProvider(Provider):
             detail = e.message or e.status or "no message"
             headers = getattr(getattr(e, "response", None), "headers", None)
             raise self._error(f"answered HTTP {e.code}: {_short(detail)}", status=e.code,
-                              retry_after=retry_after_from_headers(headers)) from None
+                              retry_after=retry_after_from_headers(headers, e.code)) from None
         except ValueError as e:  # a 200 whose body is not a response (e.g. a proxy's HTML page)
             raise self._error(f"sent an unreadable response: {_short(str(e))}") from None
         except _transport_errors() as e:

@@ -64,7 +64,7 @@ class OpenAIProvider(Provider):
         except openai.APIStatusError as e:
             raise ProviderError(
                 f"{self.describe()} answered HTTP {e.status_code}: {_short(e.message)}",
-                status=e.status_code, retry_after=retry_after_from_headers(e.response.headers),
+                status=e.status_code, retry_after=retry_after_from_headers(e.response.headers, e.status_code),
             ) from None
         except openai.APIError as e:
             raise ProviderError(f"{self.describe()} request failed: {type(e).__name__}: {_short(str(e))}") from None

@@ -17,6 +17,9 @@ log = logging.getLogger("distill")
 
 
 class Progress:
+    #: the rich Console the panel draws on; None: a new one on stderr (tests set a recording one)
+    console = None
+
     def __init__(self, total: int, labeler, mode: str = "auto", interval_s: float = 10.0, limits: str = ""):
         if mode == "auto":
             mode = "panel" if sys.stderr.isatty() else "log"
@@ -96,7 +99,8 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
-            with Live(self._panel(), console=Console(stderr=True), refresh_per_second=4) as live:
+            console = self.console or Console(stderr=True)
+            with Live(self._panel(), console=console, refresh_per_second=4) as live:
                 self._live = live
                 try:
                     while True:
