@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Any) -> str:
     """One canonical JSON line: UTF-8 text kept as is, no trailing newline."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _LINE.encode(obj)
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
@@ -38,8 +41,7 @@ class AtomicWriter:
         self.count = 0
 
     def write(self, obj: Any) -> None:
-        self._fh.write(dumps(obj))
-        self._fh.write("\n")
+        self._fh.write(_LINE.encode(obj) + "\n")
         self.count += 1
 
     def __enter__(self) -> AtomicWriter:

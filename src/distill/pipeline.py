@@ -158,6 +158,8 @@ def label(
         cache.close()
         progress.finish()
         stats = labeler.stats
+        if labeler.stop_reason:  # the budget stopped it: every record not labelled was skipped
+            stats.skipped = total - stats.valid - stats.invalid
         events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
         events.close()
         metrics = {**stats.as_dict(), "oracle": names, "mode": label_cfg.mode, "budget_usd": label_cfg.budget_usd,

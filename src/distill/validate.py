@@ -116,7 +116,6 @@ def compile_precheck(schema: Any) -> Callable[[Any], bool] | None:
         checks[name] = fn
     required_t = tuple(required)
     closed = extra is False
-    allowed = frozenset(props)
 
     def precheck(obj: Any) -> bool:
         if type(obj) is not dict:
@@ -133,7 +132,6 @@ def compile_precheck(schema: Any) -> Callable[[Any], bool] | None:
                 return False
         return True
 
-    precheck.allowed = allowed  # type: ignore[attr-defined]
     return precheck
 
 

@@ -91,6 +91,9 @@ class Budget:
 
     The worst case reserves the estimated input and the full ``max_tokens`` of output, so spend can
     never pass the cap; each reservation is trued up to the real cost when the answer arrives.
+    :meth:`admit` waits for reservations in flight to settle before it gives up (they usually cost
+    less than reserved), so the run stops within one worst-case request of the cap, however many
+    records are in progress or waiting for a slot.
     """
 
     def __init__(self, cap_usd: float | None):
@@ -98,6 +101,7 @@ class Budget:
         self.spent = 0.0
         self.reserved = 0.0
         self.reached = False
+        self._changed: asyncio.Event | None = None  # set when a reservation settles or is released
 
     def reserve(self, cost: float) -> bool:
         if self.cap is not None and self.spent + self.reserved + cost > self.cap + 1e-12:
@@ -106,15 +110,36 @@ class Budget:
         self.reserved += cost
         return True
 
+    async def admit(self, cost: float) -> bool:
+        """:meth:`reserve`, waiting while it does not fit but others' reservations may still shrink."""
+        while not self.reserve(cost):
+            if self.reserved <= 1e-12:
+                return False
+            self.reached = False
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+        return True
+
     def settle(self, reserved: float, actual: float) -> None:
         self.reserved -= reserved
         self.spent += actual
+        self._notify()
 
     def release(self, reserved: float) -> None:
         self.reserved -= reserved
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:  # wake every waiter; the next to wait makes a new event
+            self._changed.set()
+            self._changed = None
 
 
 # ----------------------------------------------------------------------------- events
+_EVENT_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(row, ensure_ascii=False), without a new encoder per line
+
+
 class Events:
     """Append-only JSON lines (one per request done, retry, rate limit, invalid record, budget stop),
     plus in-process listeners (the live progress panel). ``path=None`` keeps them in memory only."""
@@ -133,7 +158,7 @@ class Events:
         if event != "request_done":
             self.last.append(row)
         if self._fh:
-            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._fh.write(_EVENT_JSON.encode(row) + "\n")
         for listener in self.listeners:
             listener(row)
 
@@ -281,10 +306,14 @@ class Labeler:
         price = self._price(provider)
         est_in, est_out = estimate_tokens(messages), request.max_tokens
         reservation = request_cost(price, est_in, est_out)
-        if not self.budget.reserve(reservation):
-            self.stop_reason = (f"budget reached: ${self.budget.spent:.4f} spent, "
-                                f"${self.budget.reserved:.4f} in flight, cap ${self.budget.cap:.4f}")
-            self.events.emit("budget_reached", spent_usd=round(self.budget.spent, 6), cap_usd=self.budget.cap)
+        if not await self.budget.admit(reservation):
+            if not self.stop_reason:  # the first to find the cap reached says so, once
+                self.stop_reason = (f"budget reached: ${self.budget.spent:.4f} spent, "
+                                    f"${self.budget.reserved:.4f} in flight, cap ${self.budget.cap:.4f}")
+                self.events.emit("budget_reached", spent_usd=round(self.budget.spent, 6), cap_usd=self.budget.cap)
+            raise BudgetReached(self.stop_reason)
+        if self.stop_reason:  # stopped while this one waited for the budget
+            self.budget.release(reservation)
             raise BudgetReached(self.stop_reason)
         try:
             response = await self._send(provider, request, est_in, est_out, record_id)
@@ -293,7 +322,7 @@ class Labeler:
             raise
         cost = request_cost(price, response.input_tokens, response.output_tokens)
         self.budget.settle(reservation, cost)
-        self.cache.put(key, provider.name, provider.model, response)
+        await self._store(key, provider, response)  # committed before the record can be reported done
         s = self.stats
         s.requests += 1
         s.input_tokens += response.input_tokens
@@ -306,10 +335,20 @@ class Labeler:
                          cost_usd=round(cost, 8), finish_reason=response.finish_reason)
         return response, False
 
+    async def _store(self, key: str, provider: Provider, response: ChatResponse) -> None:
+        put_async = getattr(self.cache, "put_async", None)
+        if put_async is None:  # a cache without batched commits
+            self.cache.put(key, provider.name, provider.model, response)
+        else:
+            await put_async(key, provider.name, provider.model, response)
+
     async def _send(self, provider: Provider, request: ChatRequest, est_in: int, est_out: int, record_id: str) -> ChatResponse:
         """One request with transport retries (own budget, backoff with jitter, Retry-After honoured)."""
         attempt = 0
         while True:
+            if self._consecutive_errors >= self.max_consecutive_errors:  # tripped: nothing more is sent
+                raise TooManyProviderErrors(f"{self._consecutive_errors} requests in a row failed; stopping. "
+                                            f"First error: {self.first_error}")
             delay = None
             if self.scheduler is None:
                 try:
@@ -324,8 +363,8 @@ class Labeler:
                         return response
                     except ProviderError as e:
                         err = e
-                        if e.throttled:
-                            slot.throttled(e.retry_after)
+                        if e.throttled:  # pause everyone, no longer than one backoff may last
+                            slot.throttled(None if e.retry_after is None else min(e.retry_after, self.backoff_max_s))
             if err.throttled:
                 self.stats.rate_limited += 1
                 self.events.emit("rate_limited", id=record_id, oracle=provider.describe(), status=err.status,
@@ -366,6 +405,7 @@ class Labeler:
                 raise
             except ProviderError as e:
                 self.first_error = self.first_error or str(e)
+                failures.extend(getattr(e, "attempts", ()))  # answers it got before the failure
                 failures.append({"oracle": provider.describe(), "reason": "provider_error", "detail": str(e)})
                 if len(self.providers) > 1:
                     # down (or out of quota) after its retries: fail over for the rest of the run
@@ -379,7 +419,11 @@ class Labeler:
         attempts: list[dict[str, Any]] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
         for n in range(1, self.max_attempts + 1):
-            response, cached = await self._ask(provider, conversation, item["id"])
+            try:
+                response, cached = await self._ask(provider, conversation, item["id"])
+            except ProviderError as e:
+                e.attempts = attempts  # the invalid record keeps the answers that were not accepted
+                raise
             self._consecutive_errors = 0
             self.stats.attempts += 1
             usage["input_tokens"] += response.input_tokens

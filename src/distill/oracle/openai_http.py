@@ -21,7 +21,13 @@ from typing import Any
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
+from distill.oracle.base import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderError,
+    retry_after_from_headers,
+)
 
 try:  # optional: about 3x faster JSON; the plain json module gives the same values
     import orjson as _orjson
@@ -53,6 +59,7 @@ class OpenAIHTTPProvider(Provider):
         #: 0: no connector limit (the engine bounds in-flight requests); else a cap on open connections
         self.max_connections = max_connections
         self._session = None
+        self._target = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._formats: dict[int, tuple[dict, dict | None]] = {}
 
@@ -65,17 +72,17 @@ class OpenAIHTTPProvider(Provider):
         if self._session is None or self._loop is not loop or self._session.closed:
             try:
                 import aiohttp
+                from yarl import URL
             except ImportError as e:  # pragma: no cover - aiohttp is a project dependency
                 raise ConfigError("oracle.transport=aiohttp needs aiohttp: `pip install aiohttp`") from e
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
-                                             keepalive_timeout=30, enable_cleanup_closed=False)
+            self._target = URL(self._url)  # parsed once, not per request
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.cfg.request_timeout_s),
                 headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
                          "Accept": "application/json"},
                 skip_auto_headers=("User-Agent",),
-                json_serialize=lambda o: _dumps(o).decode("utf-8"),
             )
             self._loop = loop
         return self._session
@@ -120,13 +127,13 @@ class OpenAIHTTPProvider(Provider):
         session = self._session_or_create()
         data = _dumps(self.body(request))
         try:
-            async with session.post(self._url, data=data) as resp:
+            async with session.post(self._target, data=data) as resp:
                 raw = await resp.read()
                 status = resp.status
                 if status >= 400 or status < 200:
                     raise ProviderError(
                         f"{self.describe()} answered HTTP {status}: {_short(_error_message(raw))}",
-                        status=status, retry_after=retry_after_from_headers(resp.headers),
+                        status=status, retry_after=retry_after_from_headers(resp.headers, status),
                     )
         except ProviderError:
             raise
