@@ -7,7 +7,7 @@ errors; ``no_backoff`` and ``gave_up`` are warnings. Each test runs the real lab
 (``pipeline.label``) through both transports (the SDK and the aiohttp client) and asserts LLMock's
 verdict.
 
-Skipped when llmock cannot be imported (it is a test-only tool, not a project dependency).
+llmock is a test-only tool (the `dev` extra installs it); the tests skip only if it cannot be imported.
 """
 
 from __future__ import annotations
