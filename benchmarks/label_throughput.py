@@ -689,6 +689,8 @@ def main(argv: list[str] | None = None) -> None:
                                         "measuring them again (its command is recorded)")
     parser.add_argument("--save", help="also write the raw results to this JSON file")
     parser.add_argument("--render", help="no measuring: render RESULTS.md from a --save file")
+    parser.add_argument("--also", help="with --render: a second --save file (e.g. the same benchmark under "
+                                       "heavier load), shown as a second table")
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.latency)
@@ -714,6 +716,17 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(results))
     section = markdown(results, args, command.strip())
+    if args.render and args.also:
+        other = json.loads(Path(args.also).read_text(encoding="utf-8"))
+        loads = [r["engine"]["load_before"] for r in other["results"]["rows"]]
+        title = (f"### The same benchmark again the same day, under heavier load (load average {min(loads):.1f} "
+                 f"to {max(loads):.1f} before the engine runs)")
+        extra = ["", title, "", f"Command: `{other['command']}`", "",
+                 table(other["results"]), ""]
+        m = other["results"].get("million")
+        if m:
+            extra += _million_md(m)
+        section = section.replace(END, "\n".join(extra) + END)
     if not args.no_results:
         update_results(section)
         print(f"\nupdated {RESULTS.relative_to(ROOT)} (section 'Label throughput')")

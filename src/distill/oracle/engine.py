@@ -322,14 +322,14 @@ class Labeler:
             raise
         cost = request_cost(price, response.input_tokens, response.output_tokens)
         self.budget.settle(reservation, cost)
-        await self._store(key, provider, response)  # committed before the record can be reported done
-        s = self.stats
+        s = self.stats  # counted before the commit below yields: paid is paid, even if the run is cancelled
         s.requests += 1
         s.input_tokens += response.input_tokens
         s.output_tokens += response.output_tokens
         s.cost_usd += cost
         s.count_provider(provider.describe(), requests=1, input_tokens=response.input_tokens,
                          output_tokens=response.output_tokens, cost_usd=cost)
+        await self._store(key, provider, response)  # committed before the record can be reported done
         self.events.emit("request_done", id=record_id, oracle=provider.describe(),
                          input_tokens=response.input_tokens, output_tokens=response.output_tokens,
                          cost_usd=round(cost, 8), finish_reason=response.finish_reason)
