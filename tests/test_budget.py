@@ -117,3 +117,51 @@ def test_budget_stops_within_one_request_per_slot_and_rerun_pays_only_the_rest(
         assert metrics["valid"] == N and metrics["stopped"] is None
         assert [r["id"] for r in read_rows(tmp_path / "labels" / "labels.jsonl")] == \
             [r["id"] for r in records]
+
+
+def test_budget_admits_first_come_first_served_and_closes_for_good():
+    """A cheaper request never overtakes one waiting for room: a run labels a prefix of its input."""
+    import asyncio
+
+    from distill.oracle.engine import Budget
+
+    async def scenario() -> tuple[list[bool], Budget]:
+        budget = Budget(10.0)
+        assert await budget.admit(4.0) and await budget.admit(4.0)  # two in flight, 8 reserved
+        third = asyncio.ensure_future(budget.admit(4.0))  # does not fit now: waits
+        fourth = asyncio.ensure_future(budget.admit(1.0))  # would fit, but queues behind the third
+        await asyncio.sleep(0)
+        assert not third.done() and not fourth.done() and budget.reserved == 8.0
+        budget.settle(4.0, 4.0)  # spent 4, reserved 4: the third still does not fit (12 > 10)
+        await asyncio.sleep(0)
+        assert not third.done() and not fourth.done()
+        budget.settle(4.0, 4.0)  # spent 8, nothing in flight: the head can never fit, so it closes
+        results = [await third, await fourth, await budget.admit(0.5)]
+        return results, budget
+
+    results, budget = asyncio.run(scenario())
+    assert results == [False, False, False]  # closed: even a request that fits is refused now
+    assert budget.reached and budget.spent == 8.0 and budget.reserved == 0.0
+
+
+def test_budget_waiter_admitted_when_a_settled_reservation_frees_room():
+    import asyncio
+
+    from distill.oracle.engine import Budget
+
+    async def scenario() -> tuple[bool, bool, float]:
+        budget = Budget(10.0)
+        assert await budget.admit(6.0)
+        waiting = asyncio.ensure_future(budget.admit(6.0))
+        await asyncio.sleep(0)
+        budget.settle(6.0, 2.0)  # the answer cost less than its worst case: 2 + 6 fits
+        admitted = await waiting
+        cancelled = asyncio.ensure_future(budget.admit(6.0))  # 2 + 6 + 6 > 10: waits
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        budget.settle(6.0, 1.0)  # the cancelled waiter is skipped, not admitted
+        return admitted, budget.reached, budget.reserved
+
+    admitted, reached, reserved = asyncio.run(scenario())
+    assert admitted and not reached and reserved == 0.0

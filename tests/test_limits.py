@@ -98,3 +98,44 @@ def test_scheduler_pause_holds_every_request():
 def test_scheduler_describes_its_limits():
     s = Scheduler(RateLimits(rpm=600, input_tpm=100000, max_concurrency=8), concurrency=64)
     assert s.describe() == "600 rpm, 100000 input tpm, concurrency 8 (adaptive)"
+
+
+def test_pacer_give_back_wakes_the_waiting_caller():
+    """A request booked 1 s of capacity; its answer gives 0.9 s back after 0.1 s: the caller waiting
+    at the head of the queue goes then, not at the end of the original booking."""
+    async def run():
+        pacer = Pacer(10.0)
+        await pacer.acquire(10)  # books 1 s
+        t0 = time.monotonic()
+        waiter = asyncio.ensure_future(pacer.acquire(1))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        pacer.adjust(-9)  # the answer used 1 unit of the 10 booked
+        await waiter
+        return time.monotonic() - t0
+
+    waited = asyncio.run(run())
+    assert 0.09 <= waited < 0.3
+
+
+def test_pacer_give_back_never_reaches_into_the_past():
+    clock = [0.0]
+    pacer = Pacer(10.0, clock=lambda: clock[0])
+    pacer.reserve(10)  # capacity used until t = 1.0
+    clock[0] = 0.8
+    pacer.adjust(-10)  # it used nothing, but 0.8 s have passed: the schedule restarts from now
+    assert pacer.wait_time() == 0.0
+    pacer.book(5)
+    assert pacer.wait_time() == pytest.approx(0.5)  # not 0.5 - 0.8: no burst from the past
+
+
+def test_calibration_books_what_answers_really_use():
+    from distill.oracle.limits import Calibration
+
+    cal = Calibration()
+    assert cal.predict(300, ceiling=300) == 300  # nothing seen yet: the pessimistic estimate
+    for _ in range(5):
+        cal.observe(300, 60)
+    assert cal.predict(300, ceiling=300) == pytest.approx(60)
+    cal.observe(100, 2000)  # an estimate that undercounted: more than the ceiling is never booked
+    assert cal.predict(300, ceiling=300) == 300

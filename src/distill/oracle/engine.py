@@ -91,49 +91,78 @@ class Budget:
 
     The worst case reserves the estimated input and the full ``max_tokens`` of output, so spend can
     never pass the cap; each reservation is trued up to the real cost when the answer arrives.
-    :meth:`admit` waits for reservations in flight to settle before it gives up (they usually cost
-    less than reserved), so the run stops within one worst-case request of the cap, however many
-    records are in progress or waiting for a slot.
+    :meth:`admit` is first come, first served: a request that does not fit waits for reservations in
+    flight to settle (they usually cost less than reserved), and no later request overtakes it, even a
+    cheaper one. When nothing is in flight and the head of the queue still does not fit, the budget
+    closes: that request and every one after it are refused. So a run stops within one worst-case
+    request of the cap, and what it labelled is a prefix of its input (a rerun continues from there).
     """
 
     def __init__(self, cap_usd: float | None):
         self.cap = cap_usd
         self.spent = 0.0
         self.reserved = 0.0
-        self.reached = False
-        self._changed: asyncio.Event | None = None  # set when a reservation settles or is released
+        self.reached = False  # closed: nothing more is admitted in this run
+        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
+
+    def fits(self, cost: float) -> bool:
+        return self.cap is None or self.spent + self.reserved + cost <= self.cap + 1e-12
 
     def reserve(self, cost: float) -> bool:
-        if self.cap is not None and self.spent + self.reserved + cost > self.cap + 1e-12:
-            self.reached = True
+        """Reserve now or refuse now (no queue): the batch runner's admission."""
+        if self.reached or not self.fits(cost):
+            self.reached = self.reached or self.cap is not None
             return False
         self.reserved += cost
         return True
 
     async def admit(self, cost: float) -> bool:
-        """:meth:`reserve`, waiting while it does not fit but others' reservations may still shrink."""
-        while not self.reserve(cost):
-            if self.reserved <= 1e-12:
+        """Reserve ``cost`` in arrival order, waiting while reservations in flight may still shrink."""
+        if self.reached:
+            return False
+        if not self._waiters:
+            if self.reserve(cost):
+                return True
+            if self.reserved <= 1e-12:  # nothing in flight can free room: closed
                 return False
-            self.reached = False
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            await self._changed.wait()
-        return True
+            self.reached = False  # not yet: wait for what is in flight
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append((cost, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result():
+                self.release(cost)  # admitted, then cancelled before it could run
+            raise
 
     def settle(self, reserved: float, actual: float) -> None:
         self.reserved -= reserved
         self.spent += actual
-        self._notify()
+        self._pump()
 
     def release(self, reserved: float) -> None:
         self.reserved -= reserved
-        self._notify()
+        self._pump()
 
-    def _notify(self) -> None:
-        if self._changed is not None:  # wake every waiter; the next to wait makes a new event
-            self._changed.set()
-            self._changed = None
+    def _pump(self) -> None:
+        """Admit waiters from the head while they fit; close when the head cannot fit at all."""
+        while self._waiters:
+            cost, future = self._waiters[0]
+            if future.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            if self.fits(cost):
+                self._waiters.popleft()
+                self.reserved += cost
+                future.set_result(True)
+                continue
+            if self.reserved <= 1e-12:
+                self.reached = True
+                while self._waiters:
+                    _, waiting = self._waiters.popleft()
+                    if not waiting.done():
+                        waiting.set_result(False)
+            return
 
 
 # ----------------------------------------------------------------------------- events
@@ -477,5 +506,14 @@ class Labeler:
             yield record
 
     async def run(self, records: Iterable[dict[str, Any]], concurrency: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        async for outcome in ordered_bounded_map(self._until_stopped(records), self.label, concurrency):
+        """Label a stream, at most ``concurrency`` requests in flight, output in input order.
+
+        With a scheduler, its adaptive concurrency is what bounds requests in flight, so twice as
+        many records may be in progress: one being validated or waiting for its cache commit, or
+        having its next prompt rendered, does not hold a request's place (at 50 ms of latency that
+        place would otherwise idle for a few ms of client work per request).
+        """
+        records_in_progress = concurrency * 2 if self.scheduler is not None else concurrency
+        async for outcome in ordered_bounded_map(self._until_stopped(records), self.label,
+                                                 records_in_progress, window=concurrency * 4):
             yield outcome

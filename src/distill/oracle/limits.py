@@ -4,7 +4,9 @@
   advances a theoretical arrival time by ``amount / rate``; a caller waits until its turn. With no
   burst allowance this spaces requests evenly, so no window of ``1 / rate`` seconds ever holds more
   than its share, and throughput sits at the limit rather than bursting and stalling. Token limits
-  reserve an estimate up front and are trued up from the response's usage (:meth:`Pacer.adjust`).
+  book an estimate up front, calibrated by what earlier answers really used (:class:`Calibration`),
+  and are trued up from the response's usage (:meth:`Pacer.adjust`); a give-back wakes the caller
+  waiting at the head of the queue.
 - :class:`AdaptiveConcurrency` caps in-flight requests with additive increase / multiplicative
   decrease: a 429 halves the cap (at most once per cool-down), each success adds ``1 / cap`` so the cap
   grows by about one per round trip, back up to the configured maximum.
@@ -23,31 +25,107 @@ from distill.config import RateLimits
 
 
 class Pacer:
-    def __init__(self, rate_per_s: float, burst: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    """GCRA pacing with reservations that can be trued up while callers wait.
+
+    ``_tat`` (the theoretical arrival time) is when the capacity booked so far is used up. The
+    caller at the head of the FIFO queue waits until ``_tat`` (less the burst allowance), then books
+    its amount; a later true-up that gives capacity back (:meth:`adjust` with a negative delta) wakes
+    it early, so an answer that used less than it reserved speeds up the very next request even if
+    the answer arrives long after the request left. Capacity that lies in the past cannot be spent:
+    a give-back never moves ``_tat`` before now, and an idle pacer books from now. Only a timer that
+    fired late is caught up (up to ``slack_s``), so a loaded event loop does not drift behind the
+    schedule.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 slack_s: float = 0.05):
         if rate_per_s <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate_per_s
         self.burst = burst  # in units: how far ahead of schedule a caller may run
         self.clock = clock
+        self.slack_s = slack_s
         self._tat = clock()
         self._lock = asyncio.Lock()
+        self._wake: asyncio.Future[None] | None = None
+
+    def wait_time(self) -> float:
+        """Seconds until the head of the queue may book (0 when it may go now)."""
+        return max(0.0, self._tat - self.burst / self.rate - self.clock())
+
+    def book(self, amount: float) -> None:
+        now = self.clock()
+        base = self._tat if self._tat >= now - self.slack_s else now
+        self._tat = base + amount / self.rate
 
     def reserve(self, amount: float) -> float:
-        """Book ``amount`` units; return how many seconds the caller must wait before using them."""
+        """Book ``amount`` units now; return how many seconds the caller must wait before using them
+        (the synchronous form of :meth:`acquire`, without the early wake-up)."""
+        wait = self.wait_time()
         now = self.clock()
-        start = max(now, self._tat - self.burst / self.rate)
         self._tat = max(self._tat, now) + amount / self.rate
-        return max(0.0, start - now)
+        return wait
 
-    async def acquire(self, amount: float = 1.0) -> None:
+    async def acquire(self, amount: float | Callable[[], float] = 1.0) -> float:
+        """Wait for the caller's turn, then book ``amount`` units and return it. A callable amount is
+        evaluated at the head of the queue, when the caller goes: a calibrated estimate is then as
+        fresh as the answers that came back while it waited."""
         async with self._lock:  # FIFO: callers are served in the order they asked
-            wait = self.reserve(amount)
-            if wait > 0:
-                await asyncio.sleep(wait)
+            while (wait := self.wait_time()) > 0:
+                await self._sleep(wait)
+            units = amount() if callable(amount) else amount
+            self.book(units)
+            return units
+
+    async def _sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     def adjust(self, delta: float) -> None:
-        """True up a reservation by ``delta`` units (actual minus estimate; negative gives capacity back)."""
-        self._tat += delta / self.rate
+        """True up a reservation by ``delta`` units (actual minus booked). More than booked is a debt
+        charged from now at the latest; less gives capacity back, never before now."""
+        now = self.clock()
+        if delta >= 0:
+            self._tat = max(self._tat, now - self.slack_s) + delta / self.rate
+            return
+        self._tat = max(self._tat + delta / self.rate, min(self._tat, now))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)  # the head of the queue looks again
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Calibration:
+    """What a token estimate turns out to be: actual / estimated over the answers so far.
+
+    A request books ``estimate * ratio`` (at most ``ceiling``, such as ``max_tokens`` for output)
+    instead of its raw estimate, so a pessimistic estimate (``max_tokens`` of output for answers that
+    use a fifth of it) costs pacing nothing once a few answers have come back; the true-up corrects
+    each request to its real usage either way.
+    """
+
+    def __init__(self) -> None:
+        self.estimated = 0.0
+        self.actual = 0.0
+
+    def predict(self, estimate: float, ceiling: float | None = None) -> float:
+        if self.estimated <= 0:
+            return estimate
+        value = estimate * self.actual / self.estimated
+        return min(value, ceiling) if ceiling is not None else value
+
+    def observe(self, estimate: float, actual: float) -> None:
+        self.estimated += estimate
+        self.actual += actual
 
 
 class AdaptiveConcurrency:
@@ -109,14 +187,19 @@ class Slot:
     est_input: float
     est_output: float
     outcome: str = "error"
+    booked_input: float = 0.0  # what the token pacers booked (calibrated estimates), set on entry
+    booked_output: float = 0.0
 
     def settle(self, input_tokens: int, output_tokens: int) -> None:
-        """A response arrived: correct the token reservations with its real usage."""
+        """A response arrived: correct the token bookings with its real usage."""
         s = self.scheduler
         if s.input_tpm:
-            s.input_tpm.adjust(input_tokens - self.est_input)
+            s.input_tpm.adjust(input_tokens - self.booked_input)
+            s.input_calibration.observe(self.est_input, input_tokens)
         if s.output_tpm:
-            s.output_tpm.adjust(output_tokens - self.est_output)
+            s.output_tpm.adjust(output_tokens - self.booked_output)
+            s.output_calibration.observe(self.est_output, output_tokens)
+        self.booked_input = self.booked_output = 0.0
         self.outcome = "ok"
 
     def throttled(self, retry_after_s: float | None) -> None:
@@ -134,6 +217,8 @@ class Scheduler:
         self.rps = Pacer(limits.rps, clock=clock) if limits.rps else None
         self.input_tpm = Pacer(limits.input_tpm / 60.0, clock=clock) if limits.input_tpm else None
         self.output_tpm = Pacer(limits.output_tpm / 60.0, clock=clock) if limits.output_tpm else None
+        self.input_calibration = Calibration()
+        self.output_calibration = Calibration()
         self.clock = clock
         self._paused_until = 0.0
         self.throttled_count = 0
@@ -172,20 +257,33 @@ class _SlotContext:
 
     async def __aenter__(self) -> Slot:
         s = self.scheduler
+        slot = self.slot
         await s.concurrency.acquire()
         try:
             if s._paused_until > s.clock():
                 await s._wait_pause()
-            for pacer, amount in ((s.rpm, 1), (s.rps, 1), (s.input_tpm, self.slot.est_input),
-                                  (s.output_tpm, self.slot.est_output)):
-                if pacer is not None:
-                    await pacer.acquire(amount)
+            if s.rpm is not None:
+                await s.rpm.acquire(1)
+            if s.rps is not None:
+                await s.rps.acquire(1)
+            if s.input_tpm is not None:
+                slot.booked_input = await s.input_tpm.acquire(
+                    lambda: s.input_calibration.predict(slot.est_input))
+            if s.output_tpm is not None:
+                slot.booked_output = await s.output_tpm.acquire(
+                    lambda: s.output_calibration.predict(slot.est_output, ceiling=slot.est_output))
             if s._paused_until > s.clock():
                 await s._wait_pause()
         except BaseException:
-            await s.concurrency.release(self.slot.outcome)
+            await self._release()
             raise
-        return self.slot
+        return slot
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.scheduler.concurrency.release(self.slot.outcome)
+        await self._release()
+
+    async def _release(self) -> None:
+        s, slot = self.scheduler, self.slot
+        if slot.booked_output and s.output_tpm is not None:  # no answer: no output tokens were used
+            s.output_tpm.adjust(-slot.booked_output)
+        await s.concurrency.release(slot.outcome)
