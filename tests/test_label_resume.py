@@ -196,8 +196,8 @@ def test_killed_at_several_points_pays_each_answer_once(tmp_path, monkeypatch):
             seen = srv.count
             proc, log = start_stage(wd, key, f"killed{i}.log")
             try:
-                reached = srv.wait_for(lambda s, p=point: len(cache_keys_safe(wd)) >= p
-                                       or proc.poll() is not None, timeout_s=300)
+                reached = srv.wait_for(lambda s, p=point, child=proc: len(cache_keys_safe(wd)) >= p
+                                       or child.poll() is not None, timeout_s=300)
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=60)

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 900, stdout_only: bool = False) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
     return proc.stdout if stdout_only else out

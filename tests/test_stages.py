@@ -27,7 +27,7 @@ def _workdir(tmp_path: Path, overrides: list[str]) -> Path:
 def _run(stage: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=cwd,
-        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300, check=False,
     )
 
 
@@ -98,7 +98,7 @@ def test_openai_oracle_without_key_fails_before_any_request(tmp_path):
         json.dumps({"id": "x", "title": "t", "text": "solar " * 80, "metadata": {}}) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "DISTILL_TEST_MISSING_KEY"}
     proc = subprocess.run([sys.executable, str(ROOT / "stages/label.py")], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert "DISTILL_TEST_MISSING_KEY" in proc.stderr and "Traceback" not in proc.stderr
     assert not (cwd / ".distill").exists()  # not even the cache was opened

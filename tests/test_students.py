@@ -56,7 +56,7 @@ def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
 def tiny_base(tmp_path_factory):
     """A 2-layer Qwen2 with a BPE tokenizer trained here: trains in seconds, no download."""
     pytest.importorskip("torch")
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     root = tmp_path_factory.mktemp("tiny-base")

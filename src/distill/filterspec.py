@@ -11,6 +11,7 @@ thresholds here (:meth:`FilterSpec.score`), never trusting an LLM to do arithmet
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import string
@@ -120,7 +121,7 @@ class FilterSpec(_Strict):
                 "adjust the weights so the overall score stays on the 0-10 scale"
             )
         mins = [t.min_score for t in self.tiers]
-        if any(a <= b for a, b in zip(mins, mins[1:])):
+        if any(a <= b for a, b in itertools.pairwise(mins)):
             listing = ", ".join(f"{t.name}>={t.min_score:g}" for t in self.tiers)
             raise ValueError(
                 f"tiers must be listed from best to worst with strictly decreasing min_score, got {listing}"

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
 
 _LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -44,7 +45,7 @@ class AtomicWriter:
         self._fh.write(_LINE.encode(obj) + "\n")
         self.count += 1
 
-    def __enter__(self) -> AtomicWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

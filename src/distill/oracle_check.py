@@ -28,7 +28,14 @@ from typing import Any
 import yaml
 
 from distill import jsonl
-from distill.config import LabelConfig, OracleCheckConfig, OracleConfig, _validate, read_params, section
+from distill.config import (
+    LabelConfig,
+    OracleCheckConfig,
+    OracleConfig,
+    _validate,
+    read_params,
+    section,
+)
 from distill.errors import ConfigError, DistillError, InputError
 from distill.filterspec import FilterSpec, load_filter
 

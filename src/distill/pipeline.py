@@ -16,7 +16,14 @@ from typing import Any
 
 from distill import jsonl
 from distill.config import (
-    EvaluateConfig, FilterRef, LabelConfig, MergeConfig, OracleConfig, PrefilterConfig, SplitConfig, TrainConfig,
+    EvaluateConfig,
+    FilterRef,
+    LabelConfig,
+    MergeConfig,
+    OracleConfig,
+    PrefilterConfig,
+    SplitConfig,
+    TrainConfig,
 )
 from distill.errors import ConfigError, DistillError, InputError
 from distill.filterspec import FilterSpec, load_filter
@@ -92,8 +99,7 @@ def label(
     budget stopped the run: what was answered is cached, and a rerun continues from there."""
     from distill.oracle import make_provider
     from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Events, Labeler, TooManyProviderErrors
-    from distill.oracle.engine import Budget
+    from distill.oracle.engine import Budget, Events, Labeler, TooManyProviderErrors
     from distill.oracle.limits import Scheduler
     from distill.oracle.progress import Progress
 

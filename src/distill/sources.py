@@ -161,7 +161,7 @@ def _read_parquet(path: Path) -> Iterator[Row]:
 
     try:
         frame = pl.read_parquet(path)
-    except Exception as e:  # polars raises several error types for corrupt files
+    except Exception as e:  # noqa: BLE001 - polars raises several error types for corrupt files
         raise InputError(f"{path}: cannot read as Parquet: {e}") from None
     for i, obj in enumerate(frame.iter_rows(named=True)):
         yield Row(None, i, obj)

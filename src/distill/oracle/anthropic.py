@@ -24,7 +24,13 @@ from typing import Any
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
+from distill.oracle.base import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderError,
+    retry_after_from_headers,
+)
 
 TOOL_NAME = "submit_label"
 TOOL_DESCRIPTION = "Submit the label for the item, as one object that satisfies the input schema."

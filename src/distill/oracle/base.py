@@ -18,7 +18,6 @@ from typing import Any
 from distill.config import OracleConfig
 from distill.errors import ConfigError, DistillError
 
-
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
@@ -155,7 +154,7 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         pass
 
 

@@ -178,7 +178,7 @@ class Events:
         self._fh = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", buffering=1 << 16)
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - closed by close()
         self.last: deque[dict[str, Any]] = deque(maxlen=keep_last)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 

@@ -22,7 +22,13 @@ from typing import Any
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
+from distill.oracle.base import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderError,
+    retry_after_from_headers,
+)
 
 #: JSON-schema keywords kept in ``response_json_schema``; anything else is dropped before sending
 #: (Gemini supports a subset of JSON Schema; the engine validates against the full schema anyway)

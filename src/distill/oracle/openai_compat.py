@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError, retry_after_from_headers
+from distill.oracle.base import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderError,
+    retry_after_from_headers,
+)
 
 
 class OpenAIProvider(Provider):

@@ -98,13 +98,12 @@ def _load_tokenizer(path: str):
 
 
 def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[str], out_dir: str | Path) -> dict[str, Any]:
+    import datasets
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig, SFTTrainer
-
-    import datasets
 
     datasets.disable_progress_bars()  # stage logs get one line per training step instead
 
