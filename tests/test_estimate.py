@@ -305,7 +305,7 @@ def test_without_a_cache_the_defaults_are_used_and_named(tmp_path, monkeypatch):
 def test_the_binding_limit_is_named(tmp_path, monkeypatch):
     params = project(tmp_path, monkeypatch, ["oracle=openai_gpt4o_mini"], label={"concurrency": 4})
     jsonl.write_jsonl(PASSED, articles(20))
-    limits = params["oracle"]["limits"]  # rpm 500, input_tpm 200000, max_concurrency 16 (Tier 1)
+    limits = params["oracle"]["limits"]  # rpm 500, tpm 200000, max_concurrency 16 (Tier 1)
 
     # 20 requests at 2 s with 4 in flight: 10 s; at 500 rpm 2.4 s: concurrency binds
     o = estimate(params)["oracles"][0]
@@ -318,10 +318,16 @@ def test_the_binding_limit_is_named(tmp_path, monkeypatch):
     assert set(o["minutes_by_limit"]) == {
         "concurrency 4 at 2 s a request",
         "rpm 10",
-        "input_tpm 200000",
+        "tpm 200000",
     }
 
-    limits.update(rpm=None, input_tpm=1000)
+    # the combined tpm counts each request's input and its whole max_tokens (384 here)
+    limits.update(rpm=None, tpm=1000)
+    o = estimate(params, latency_s=0.5)["oracles"][0]
+    assert o["binding_limit"] == "tpm 1000"
+    assert o["minutes"] == pytest.approx((o["new_input_tokens"] + 20 * 384) / 1000, abs=1e-3)
+
+    limits.update(tpm=None, input_tpm=1000)
     o = estimate(params, latency_s=0.5)["oracles"][0]
     assert o["binding_limit"] == "input_tpm 1000"
     assert o["minutes"] == pytest.approx(o["new_input_tokens"] / 1000, abs=1e-3)

@@ -206,6 +206,19 @@ def test_input_tpm_reaches_its_limit_when_answers_are_slower_than_their_share(tm
     check_paced(tokens, 720_000 / 60, max(a for _, a in tokens), "input_tpm=720000 at 0.2 s latency")
 
 
+def test_combined_tpm_counts_input_plus_max_tokens_as_openai_does(tmp_path, caplog):
+    """OpenAI counts a request's input and its whole max_tokens against one TPM limit when the
+    request arrives. ``tpm`` paces by that count (the input part calibrated and trued up, the
+    max_tokens part kept), so the server's own count stays under the limit and at it."""
+    caplog.set_level(logging.INFO, logger="distill")
+    with FakeOpenAI(responder, latency_s=0.1) as srv:
+        run(tmp_path, srv, 60, {"tpm": 1_080_000})
+        counted = [(r.mono, float(input_tokens(r.body) + MAX_TOKENS)) for r in srv.received]
+    # about 600 input + 300 max_tokens a request: about 20 requests a second
+    check_paced(counted, 1_080_000 / 60, max(a for _, a in counted), "tpm=1080000")
+    assert limits_line(caplog).startswith("1080000 tpm (input + max_tokens), concurrency 8 (adaptive);")
+
+
 # --------------------------------------------------------------------------- concurrency
 def in_flight_timeline(srv: FakeOpenAI) -> list[tuple[float, int]]:
     """(time, requests in flight at the server just after it) at every arrival and every end."""

@@ -69,6 +69,9 @@ class RateLimits(Section):
     rps: float | None = Field(default=None, gt=0)  # requests per second
     input_tpm: float | None = Field(default=None, gt=0)  # input tokens per minute
     output_tpm: float | None = Field(default=None, gt=0)  # output tokens per minute
+    #: input plus output tokens per minute, counted as OpenAI counts them: a request's input and its
+    #: full max_tokens, when it is admitted (only the input part is trued up from the answer)
+    tpm: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
 
 

@@ -275,8 +275,10 @@ def time_at_limits(
     concurrency: int,
     latency_s: float,
     serial: bool = False,
+    max_tokens: float = 0.0,
 ) -> tuple[float, str, dict[str, float]]:
-    """Minutes each configured limit needs for this work; the largest is the binding one."""
+    """Minutes each configured limit needs for this work; the largest is the binding one. A combined
+    ``tpm`` limit counts every request's input plus its full ``max_tokens``, as the scheduler does."""
     conc = 1 if serial else min(concurrency, limits.max_concurrency or concurrency)
     why = " (one llama.cpp context: requests take turns)" if serial else ""
     need = {
@@ -290,6 +292,8 @@ def time_at_limits(
         need[f"input_tpm {limits.input_tpm:g}"] = input_tokens / limits.input_tpm
     if limits.output_tpm:
         need[f"output_tpm {limits.output_tpm:g}"] = output_tokens / limits.output_tpm
+    if limits.tpm:
+        need[f"tpm {limits.tpm:g}"] = (input_tokens + requests * max_tokens) / limits.tpm
     binding = max(need, key=lambda k: need[k])
     return need[binding], binding, need
 
@@ -570,6 +574,7 @@ def _finish(
         label_cfg.concurrency,
         latency_s,
         serial=cfg.provider == "local",
+        max_tokens=cfg.max_tokens,
     )
     requests = t.cached_requests + new_requests
     return {
@@ -650,6 +655,7 @@ def _total(
             oracle_cfg.limits,
             label_cfg.concurrency,
             latency_s,
+            max_tokens=oracle_cfg.max_tokens,
         )
         total.update(
             minutes=round(minutes, 3),

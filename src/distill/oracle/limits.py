@@ -189,17 +189,22 @@ class Slot:
     outcome: str = "error"
     booked_input: float = 0.0  # what the token pacers booked (calibrated estimates), set on entry
     booked_output: float = 0.0
+    booked_total_input: float = 0.0  # the input part of the combined tpm booking
 
     def settle(self, input_tokens: int, output_tokens: int) -> None:
         """A response arrived: correct the token bookings with its real usage."""
         s = self.scheduler
         if s.input_tpm:
             s.input_tpm.adjust(input_tokens - self.booked_input)
-            s.input_calibration.observe(self.est_input, input_tokens)
         if s.output_tpm:
             s.output_tpm.adjust(output_tokens - self.booked_output)
+        if s.tpm:  # max_tokens stays counted, as the provider counted it; the input is trued up
+            s.tpm.adjust(input_tokens - self.booked_total_input)
+        if s.input_tpm or s.tpm:
+            s.input_calibration.observe(self.est_input, input_tokens)
+        if s.output_tpm:
             s.output_calibration.observe(self.est_output, output_tokens)
-        self.booked_input = self.booked_output = 0.0
+        self.booked_input = self.booked_output = self.booked_total_input = 0.0
         self.outcome = "ok"
 
     def throttled(self, retry_after_s: float | None) -> None:
@@ -217,6 +222,7 @@ class Scheduler:
         self.rps = Pacer(limits.rps, clock=clock) if limits.rps else None
         self.input_tpm = Pacer(limits.input_tpm / 60.0, clock=clock) if limits.input_tpm else None
         self.output_tpm = Pacer(limits.output_tpm / 60.0, clock=clock) if limits.output_tpm else None
+        self.tpm = Pacer(limits.tpm / 60.0, clock=clock) if limits.tpm else None
         self.input_calibration = Calibration()
         self.output_calibration = Calibration()
         self.clock = clock
@@ -226,9 +232,10 @@ class Scheduler:
     def describe(self) -> str:
         parts = []
         lim = self.limits
-        for name, value in (("rpm", lim.rpm), ("rps", lim.rps), ("input tpm", lim.input_tpm), ("output tpm", lim.output_tpm)):
+        for name, value in (("rpm", lim.rpm), ("rps", lim.rps), ("input tpm", lim.input_tpm),
+                            ("output tpm", lim.output_tpm), ("tpm (input + max_tokens)", lim.tpm)):
             if value:
-                parts.append(f"{value:g} {name}")
+                parts.append(f"{int(value) if float(value).is_integer() else value} {name}")
         parts.append(f"concurrency {self.concurrency.maximum} (adaptive)")
         return ", ".join(parts)
 
@@ -272,6 +279,10 @@ class _SlotContext:
             if s.output_tpm is not None:
                 slot.booked_output = await s.output_tpm.acquire(
                     lambda: s.output_calibration.predict(slot.est_output, ceiling=slot.est_output))
+            if s.tpm is not None:
+                total = await s.tpm.acquire(
+                    lambda: s.input_calibration.predict(slot.est_input) + slot.est_output)
+                slot.booked_total_input = total - slot.est_output
             if s._paused_until > s.clock():
                 await s._wait_pause()
         except BaseException:
