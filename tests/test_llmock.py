@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("llmock", reason="llmock is not installed (pip install llmock)")
-
 from llmock.chaos import ChaosSettings
 from llmock.pytest_plugin import LLMock
 from llmock.scenarios import Fail
