@@ -95,7 +95,8 @@ class Budget:
     flight to settle (they usually cost less than reserved), and no later request overtakes it, even a
     cheaper one. When nothing is in flight and the head of the queue still does not fit, the budget
     closes: that request and every one after it are refused. So a run stops within one worst-case
-    request of the cap, and what it labelled is a prefix of its input (a rerun continues from there).
+    request of the cap, and what it labelled is a prefix of its input (a re-ask queues like any
+    request, so a record whose re-ask was refused is the one exception); a rerun continues from there.
     """
 
     def __init__(self, cap_usd: float | None):
