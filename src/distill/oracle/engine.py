@@ -379,6 +379,7 @@ class Labeler:
             if self._consecutive_errors >= self.max_consecutive_errors:  # tripped: nothing more is sent
                 raise TooManyProviderErrors(f"{self._consecutive_errors} requests in a row failed; stopping. "
                                             f"First error: {self.first_error}")
+            self._check_up(provider)
             delay = None
             if self.scheduler is None:
                 try:
@@ -387,6 +388,7 @@ class Labeler:
                     err = e
             else:
                 async with self.scheduler.slot(est_in, est_out) as slot:
+                    self._check_up(provider)  # marked down while this request waited for its turn
                     try:
                         response = await provider.complete(request)
                         slot.settle(response.input_tokens, response.output_tokens)
@@ -415,6 +417,12 @@ class Labeler:
                              attempt=attempt, delay_s=round(delay, 3), error=str(err)[:200])
             await asyncio.sleep(delay)
 
+    def _check_up(self, provider: Provider) -> None:
+        """A provider marked down in this run gets nothing more while another is up: the record
+        fails over at once."""
+        if id(provider) in self._down and any(id(p) not in self._down for p, _ in self.providers):
+            raise ProviderError(f"{provider.describe()} was marked down earlier in this run", transient=False)
+
     # ------------------------------------------------------------------ one record
     async def label(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Label one record: ("valid", row), ("invalid", row with every attempt) or ("skipped", record)."""
@@ -437,7 +445,7 @@ class Labeler:
                 self.first_error = self.first_error or str(e)
                 failures.extend(getattr(e, "attempts", ()))  # answers it got before the failure
                 failures.append({"oracle": provider.describe(), "reason": "provider_error", "detail": str(e)})
-                if len(self.providers) > 1:
+                if len(self.providers) > 1 and id(provider) not in self._down:
                     # down (or out of quota) after its retries: fail over for the rest of the run
                     self._down.add(id(provider))
                     self.events.emit("provider_down", oracle=provider.describe(), error=str(e)[:200])
