@@ -15,7 +15,6 @@ import json
 import socket
 import sqlite3
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from distill.oracle.openai_compat import OpenAIProvider
 from distill.oracle.openai_http import OpenAIHTTPProvider
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, default_label, prompt_title
+from tests.oracle_harness import checked, fake_oracle, set_key
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = load_filter(REPO / "filters" / "sustainability_tech_deployment" / "v1")
@@ -41,17 +41,12 @@ N = 24
 
 @pytest.fixture
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    key = "sk-test-" + uuid.uuid4().hex
-    monkeypatch.setenv(KEY_ENV, key)
-    return key
+    return set_key(monkeypatch, KEY_ENV, "sk-test-")
 
 
 @pytest.fixture
 def srv():
-    with FakeOpenAI() as server:
-        yield server
-    assert not server.responder_errors, server.responder_errors
-    assert not server.other_requests, [(r.method, r.path) for r in server.other_requests]
+    yield from checked(FakeOpenAI())
 
 
 @pytest.fixture
@@ -60,9 +55,7 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def oracle_cfg(url: str, transport: str = "aiohttp", **kw: Any) -> OracleConfig:
-    base = {"provider": "openai", "model": MODEL, "base_url": url, "api_key_env": KEY_ENV, "transport": transport,
-            "temperature": 0.0, "max_tokens": 300, "seed": 7, "request_timeout_s": 30, "sdk_max_retries": 0}
-    return OracleConfig(**{**base, **kw})
+    return fake_oracle("openai", MODEL, url, KEY_ENV, **{"transport": transport, **kw})
 
 
 def run_label(tmp_path: Path, srv: FakeOpenAI, transport: str, name: str, **label_kw: Any) -> dict[str, Any]:

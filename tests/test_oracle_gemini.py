@@ -7,11 +7,8 @@ cache and the real filter; nothing of ours is mocked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import uuid
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +19,6 @@ from distill.config import OracleConfig
 from distill.errors import ConfigError
 from distill.filterspec import load_filter
 from distill.oracle import make_provider
-from distill.oracle.cache import ResponseCache
-from distill.oracle.engine import Labeler
 from distill.oracle.gemini import GeminiProvider, finish_reason, gemini_schema
 from tests.fakes.articles import synthetic_articles
 from tests.fakes.gemini_server import (
@@ -39,6 +34,13 @@ from tests.fakes.gemini_server import (
     turn,
     user_messages,
     violating_label,
+)
+from tests.oracle_harness import (
+    checked,
+    fake_oracle,
+    label_records,
+    requests_by_title,
+    set_key,
 )
 
 SPEC = load_filter("filters/sustainability_tech_deployment/v1")
@@ -60,17 +62,12 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    key = "AIza-test-" + uuid.uuid4().hex
-    monkeypatch.setenv(KEY_ENV, key)
-    return key
+    return set_key(monkeypatch, KEY_ENV, "AIza-test-")
 
 
 @pytest.fixture
 def srv():
-    with FakeGemini() as server:
-        yield server
-    assert not server.responder_errors, server.responder_errors
-    assert not server.other_requests, [(r.method, r.path) for r in server.other_requests]
+    yield from checked(FakeGemini())
 
 
 @pytest.fixture
@@ -79,72 +76,19 @@ def records() -> list[dict[str, Any]]:
 
 
 def oracle_cfg(server: FakeGemini, **kw: Any) -> OracleConfig:
-    base = {
-        "provider": "gemini",
-        "model": MODEL,
-        "base_url": server.base_url,
-        "api_key_env": KEY_ENV,
-        "temperature": 0.0,
-        "max_tokens": 300,
-        "seed": 7,
-        "request_timeout_s": 30,
-        "sdk_max_retries": 0,
-        "thinking_budget": 0,
-    }
-    return OracleConfig(**{**base, **kw})
+    return fake_oracle("gemini", MODEL, server.base_url, KEY_ENV, **{"thinking_budget": 0, **kw})
 
 
-def run(
-    tmp_path: Path,
-    server: FakeGemini,
-    records: list[dict[str, Any]],
-    *,
-    max_attempts: int = 3,
-    concurrency: int = 4,
-    cache: str = "cache/llm.sqlite",
-    **cfg_kw: Any,
-):
+def run(tmp_path: Path, server: FakeGemini, records: list[dict[str, Any]], *,
+        max_attempts: int = 3, concurrency: int = 4, **cfg_kw: Any):
     """Label ``records``; returns (valid rows by title, invalid rows by title, stats as a dict)."""
     cfg = oracle_cfg(server, **cfg_kw)
-
-    stats: dict[str, Any] = {}
-
-    async def go() -> list[tuple[str, dict[str, Any]]]:
-        provider = make_provider(cfg)
-        store = ResponseCache(tmp_path / cache)
-        labeler = Labeler(
-            SPEC,
-            provider,
-            store,
-            max_words=MAX_WORDS,
-            max_attempts=max_attempts,
-            temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
-            seed=cfg.seed,
-        )
-        try:
-            outcomes = [o async for o in labeler.run(records, concurrency)]
-        finally:
-            await provider.aclose()
-            store.close()
-        stats.update(labeler.stats.as_dict())
-        return outcomes
-
-    outcomes = asyncio.run(go())
-    with (tmp_path / "outcomes.jsonl").open("a", encoding="utf-8") as f:  # what a stage would write
-        for outcome in outcomes:
-            f.write(json.dumps(outcome) + "\n")
-    title = {r["id"]: r["title"] for r in records}
-    valid = {title[row["id"]]: row for kind, row in outcomes if kind == "valid"}
-    invalid = {title[row["id"]]: row for kind, row in outcomes if kind == "invalid"}
-    return valid, invalid, stats
+    return label_records(tmp_path, cfg, SPEC, records, max_words=MAX_WORDS,
+                         max_attempts=max_attempts, concurrency=concurrency)
 
 
 def by_title(server: FakeGemini) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for body in server.requests:
-        out[prompt_title(body)].append(body)
-    return {t: sorted(b, key=turn) for t, b in out.items()}
+    return requests_by_title(server, prompt_title, turn)
 
 
 # --------------------------------------------------------------------------------- the happy path

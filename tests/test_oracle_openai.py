@@ -11,8 +11,7 @@ import json
 import logging
 import shutil
 import sqlite3
-import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from tests.fakes.openai_server import (
     prompt_title,
     turn,
 )
+from tests.oracle_harness import checked, fake_oracle, requests_by_title, set_key
 
 REPO = Path(__file__).resolve().parents[1]
 FILTER_DIR = REPO / "filters" / "sustainability_tech_deployment" / "v1"
@@ -47,17 +47,12 @@ N = 20
 # ----------------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    key = "sk-test-" + uuid.uuid4().hex
-    monkeypatch.setenv(KEY_ENV, key)
-    return key
+    return set_key(monkeypatch, KEY_ENV, "sk-test-")
 
 
 @pytest.fixture
 def srv():
-    with FakeOpenAI() as server:
-        yield server
-    assert not server.responder_errors, server.responder_errors
-    assert not server.other_requests, [(r.method, r.path) for r in server.other_requests]
+    yield from checked(FakeOpenAI())
 
 
 @pytest.fixture
@@ -66,12 +61,7 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def oracle_cfg(server: FakeOpenAI, **kw: Any) -> OracleConfig:
-    base = {
-        "provider": "openai", "model": MODEL, "base_url": server.base_url, "api_key_env": KEY_ENV,
-        "temperature": 0.0, "max_tokens": 300, "seed": 7, "request_timeout_s": 30,
-        "sdk_max_retries": 0,
-    }
-    return OracleConfig(**{**base, **kw})
+    return fake_oracle("openai", MODEL, server.base_url, KEY_ENV, **kw)
 
 
 def label_cfg(tmp_path: Path, out: str = "labels", **kw: Any) -> LabelConfig:
@@ -96,10 +86,7 @@ def cached_answers(tmp_path: Path) -> int:
 
 
 def by_title(server: FakeOpenAI) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for body in server.requests:
-        groups[prompt_title(body)].append(body)
-    return groups
+    return requests_by_title(server, prompt_title)
 
 
 def weighted(spec: FilterSpec, scores: dict[str, int]) -> float:

@@ -25,22 +25,24 @@ leaves the requests' metadata out of the responses (results then map back by pos
 What it saw: ``submissions``, ``submitted`` (each batch's request keys), ``polls``, ``items``,
 ``batch_requests`` (each processed request with
 its metadata), ``api_calls``, and the parent's ``count``/``requests`` for online calls only.
+
+The knobs, the job book and polling are shared: :class:`tests.fakes._batch.BatchServer`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gemini_server import FakeGemini, Reply, _error_response, as_reply
+from tests.fakes._batch import ApiCall, BatchServer
+from tests.fakes._server import lower_headers, read_body
+from tests.fakes.gemini_server import FakeGemini, _error_response
 
 CREATE_PATH = re.compile(
     r"^/(?P<version>v1[a-z0-9]*)/models/(?P<model>[^/:]+):batchGenerateContent$"
@@ -56,68 +58,25 @@ _STATES = {
 }
 
 
-@dataclass(frozen=True)
-class ApiCall:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-class FakeGeminiBatch(FakeGemini):
+class FakeGeminiBatch(BatchServer, FakeGemini):
+    """``fail_item(metadata, request)``; the other knobs and counters: :class:`BatchServer`."""
+
     def __init__(
         self,
         responder: Callable[[dict[str, Any]], Any] | None = None,
         *,
-        polls_to_complete: int = 1,
-        item_faults: dict[int, Reply] | None = None,
-        fail_item: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = None,
-        job_outcomes: dict[int, str] | None = None,
-        partial_items: int = 0,
         echo_metadata: bool = True,
         **kw: Any,
     ):
         super().__init__(responder, **kw)
-        self.polls_to_complete = polls_to_complete
-        self.item_faults: dict[int, Reply] = dict(item_faults or {})
-        self.fail_item = fail_item
-        self.job_outcomes: dict[int, str] = dict(job_outcomes or {})
-        self.partial_items = partial_items
         self.echo_metadata = echo_metadata
-        self._batch_lock = threading.Lock()
-        self.batches: dict[str, dict[str, Any]] = {}
         self._inputs: dict[str, list[dict[str, Any]]] = {}
-        self._polls: dict[str, int] = {}
-        self._batch_order: list[str] = []
-        self._items: list[dict[str, Any]] = []
-        self._api_calls: list[ApiCall] = []
 
     # ------------------------------------------------------------------ what tests read
-    @property
-    def submissions(self) -> int:
-        with self._batch_lock:
-            return len(self._batch_order)
-
-    @property
-    def polls(self) -> int:
-        with self._batch_lock:
-            return sum(self._polls.values())
-
-    @property
-    def items(self) -> int:
-        with self._batch_lock:
-            return len(self._items)
-
-    @property
-    def batch_requests(self) -> list[dict[str, Any]]:
-        """Every processed inlined request: ``{"request", "metadata", "batch"}``."""
-        with self._batch_lock:
-            return list(self._items)
-
     @property
     def submitted(self) -> list[list[str | None]]:
         """The ``metadata.key`` of each request of each batch created, in creation order."""
@@ -125,25 +84,15 @@ class FakeGeminiBatch(FakeGemini):
             inputs = [self._inputs[b] for b in self._batch_order]
         return [[(r.get("metadata") or {}).get("key") for r in requests] for requests in inputs]
 
-    @property
-    def api_calls(self) -> list[ApiCall]:
-        with self._batch_lock:
-            return list(self._api_calls)
-
     # ------------------------------------------------------------------ routing
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         create = CREATE_PATH.match(request.path) if request.method == "POST" else None
         get = GET_PATH.match(request.path) if request.method == "GET" else None
         if not create and not get:
             return await super()._handle(request)
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        with self._batch_lock:
-            self._api_calls.append(ApiCall(request.method, request.path, headers, body))
+        body = await read_body(request)
+        headers = lower_headers(request)
+        self._record_call(ApiCall(request.method, request.path, headers, body))
         if not headers.get("x-goog-api-key"):
             return _error_response(401, "API key not valid (fake)")
         if create:
@@ -179,29 +128,23 @@ class FakeGeminiBatch(FakeGemini):
             },
         }
         with self._batch_lock:
-            self.batches[batch_id] = op
             self._inputs[batch_id] = requests
-            self._polls[batch_id] = 0
-            self._batch_order.append(batch_id)
+        self._add_job(batch_id, op)
         return web.json_response(op)
 
     def _batch_get(self, batch_id: str) -> web.Response:
-        with self._batch_lock:
-            op = self.batches.get(batch_id)
-            if op is None:
-                return _error_response(404, f"Batch batches/{batch_id} not found")
-            self._polls[batch_id] += 1
-            polls = self._polls[batch_id]
-            number = self._batch_order.index(batch_id) + 1
-        meta = op["metadata"]
-        if not op.get("done"):
-            if polls <= self.polls_to_complete:
-                meta.update(state="BATCH_STATE_RUNNING", updateTime=_now())
-            else:
-                self._batch_process(batch_id, op, self.job_outcomes.get(number))
+        op = self._poll(batch_id)
+        if op is None:
+            return _error_response(404, f"Batch batches/{batch_id} not found")
         return web.json_response(op)
 
-    def _batch_process(self, batch_id: str, op: dict[str, Any], outcome: str | None) -> None:
+    def _job_finished(self, job: dict[str, Any]) -> bool:
+        return bool(job.get("done"))
+
+    def _job_running(self, job: dict[str, Any]) -> None:
+        job["metadata"].update(state="BATCH_STATE_RUNNING", updateTime=_now())
+
+    def _job_process(self, batch_id: str, op: dict[str, Any], outcome: str | None) -> None:
         meta = op["metadata"]
         with self._batch_lock:
             requests = self._inputs[batch_id]
@@ -229,27 +172,16 @@ class FakeGeminiBatch(FakeGemini):
     def _batch_answer(self, batch_id: str, model: str, inlined: dict[str, Any]) -> dict[str, Any]:
         body = inlined["request"]
         metadata = inlined.get("metadata") or {}
-        with self._batch_lock:
-            self._items.append(
-                {"request": body, "metadata": metadata, "batch": f"batches/{batch_id}"}
-            )
-            n = len(self._items)
+        n = self._take_item({"request": body, "metadata": metadata, "batch": f"batches/{batch_id}"})
         row: dict[str, Any] = {"metadata": metadata} if self.echo_metadata and metadata else {}
         message = self.fail_item(metadata, body) if self.fail_item else None
         if message:
             row["error"] = {"code": 13, "message": message}
             return row
-        try:
-            reply = self.item_faults.get(n) or as_reply(self.responder(body))
-        except Exception as e:  # noqa: BLE001 - a responder bug: an inlined error, remembered
-            with self._lock:
-                self._responder_errors.append(e)
-            reply = Reply.error(
-                400, message=f"fake server responder raised {type(e).__name__}: {e}"
-            )
+        reply = self._item_reply(body, n)
         if reply.status != 200:
             row["error"] = {"code": reply.status, "message": reply.error_message}
             return row
         path = f"/v1/{model}:generateContent"  # the model name as generateContent reports it
-        row["response"] = json.loads(self._render(reply, body, path).body)
+        row["response"] = json.loads(self._render(reply, body, n, path).body)
         return row

@@ -28,22 +28,23 @@ What it saw: ``uploads`` (bytes of each uploaded file), ``submissions`` (batches
 ``batch_requests`` (each processed line's custom_id
 and body), ``api_calls`` (every Files/Batches request) and ``count``/``requests`` of the parent for
 online chat completions only.
+
+The knobs, the job book and polling are shared: :class:`tests.fakes._batch.BatchServer`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_server import FakeOpenAI, Reply, _error_response, as_reply
+from tests.fakes._batch import ApiCall, BatchServer
+from tests.fakes._server import lower_headers
+from tests.fakes.openai_server import FakeOpenAI, _error_response
 
 FILES_PATH = "/v1/files"
 FILE_CONTENT = re.compile(r"^/v1/files/(?P<id>[^/]+)/content$")
@@ -51,70 +52,23 @@ BATCHES_PATH = "/v1/batches"
 BATCH_PATH = re.compile(r"^/v1/batches/(?P<id>[^/]+)$")
 
 
-@dataclass(frozen=True)
-class ApiCall:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-    @property
-    def authorization(self) -> str | None:
-        return self.headers.get("authorization")
+def _invalid(status: int, message: str) -> web.Response:
+    return _error_response(status, message, "invalid_request_error")
 
 
-class FakeOpenAIBatch(FakeOpenAI):
-    def __init__(
-        self,
-        responder: Callable[[dict[str, Any]], Any] | None = None,
-        *,
-        polls_to_complete: int = 1,
-        item_faults: dict[int, Reply] | None = None,
-        fail_item: Callable[[str, dict[str, Any]], str | None] | None = None,
-        job_outcomes: dict[int, str] | None = None,
-        partial_items: int = 0,
-        **kw: Any,
-    ):
-        super().__init__(responder, **kw)
-        self.polls_to_complete = polls_to_complete
-        self.item_faults: dict[int, Reply] = dict(item_faults or {})
-        self.fail_item = fail_item
-        self.job_outcomes: dict[int, str] = dict(job_outcomes or {})
-        self.partial_items = partial_items
-        self._batch_lock = threading.Lock()
+class FakeOpenAIBatch(BatchServer, FakeOpenAI):
+    """``fail_item(custom_id, body)``; the other knobs and counters: :class:`BatchServer`."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
         self.files: dict[str, dict[str, Any]] = {}
-        self.batches: dict[str, dict[str, Any]] = {}
-        self._polls: dict[str, int] = {}
-        self._batch_order: list[str] = []
-        self._items: list[dict[str, Any]] = []
-        self._api_calls: list[ApiCall] = []
         self._uploads: list[bytes] = []
 
     # ------------------------------------------------------------------ what tests read
     @property
-    def submissions(self) -> int:
-        with self._batch_lock:
-            return len(self._batch_order)
-
-    @property
     def uploads(self) -> list[bytes]:
         with self._batch_lock:
             return list(self._uploads)
-
-    @property
-    def polls(self) -> int:
-        with self._batch_lock:
-            return sum(self._polls.values())
-
-    @property
-    def items(self) -> int:
-        with self._batch_lock:
-            return len(self._items)
-
-    @property
-    def batch_requests(self) -> list[dict[str, Any]]:
-        """Every processed batch line: ``{"custom_id", "body", "batch"}``."""
-        with self._batch_lock:
-            return list(self._items)
 
     @property
     def submitted(self) -> list[list[str]]:
@@ -134,11 +88,6 @@ class FakeOpenAIBatch(FakeOpenAI):
             out.append(ids)
         return out
 
-    @property
-    def api_calls(self) -> list[ApiCall]:
-        with self._batch_lock:
-            return list(self._api_calls)
-
     def batch_status(self, batch_id: str) -> str:
         with self._batch_lock:
             return self.batches[batch_id]["status"]
@@ -151,11 +100,10 @@ class FakeOpenAIBatch(FakeOpenAI):
         )
         if not is_api:
             return await super()._handle(request)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        with self._batch_lock:
-            self._api_calls.append(ApiCall(request.method, path, headers))
+        headers = lower_headers(request)
+        self._record_call(ApiCall(request.method, path, headers))
         if not headers.get("authorization", "").startswith("Bearer "):
-            return _error_response(401, "missing API key", "invalid_request_error")
+            return _invalid(401, "missing API key")
         if request.method == "POST" and path == FILES_PATH:
             return await self._batch_upload(request)
         if request.method == "GET" and (m := FILE_CONTENT.match(path)):
@@ -164,9 +112,7 @@ class FakeOpenAIBatch(FakeOpenAI):
             return await self._batch_create(request)
         if request.method == "GET" and (m := BATCH_PATH.match(path)):
             return self._batch_retrieve(m.group("id"))
-        return _error_response(
-            404, f"Unknown request URL: {request.method} {path}", "invalid_request_error"
-        )
+        return _invalid(404, f"Unknown request URL: {request.method} {path}")
 
     # ------------------------------------------------------------------ files
     def _batch_store(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
@@ -189,13 +135,9 @@ class FakeOpenAIBatch(FakeOpenAI):
         upload = form.get("file")
         purpose = form.get("purpose")
         if upload is None or not hasattr(upload, "file"):
-            return _error_response(
-                400, "'file' is a required multipart field", "invalid_request_error"
-            )
+            return _invalid(400, "'file' is a required multipart field")
         if purpose != "batch":
-            return _error_response(
-                400, f"purpose must be 'batch' here, got {purpose!r}", "invalid_request_error"
-            )
+            return _invalid(400, f"purpose must be 'batch' here, got {purpose!r}")
         data = upload.file.read()
         with self._batch_lock:
             self._uploads.append(data)
@@ -207,7 +149,7 @@ class FakeOpenAIBatch(FakeOpenAI):
         with self._batch_lock:
             stored = self.files.get(file_id)
         if stored is None:
-            return _error_response(404, f"No such File object: {file_id}", "invalid_request_error")
+            return _invalid(404, f"No such File object: {file_id}")
         return web.Response(body=stored["data"], content_type="application/octet-stream")
 
     # ------------------------------------------------------------------ batches
@@ -215,20 +157,14 @@ class FakeOpenAIBatch(FakeOpenAI):
         try:
             body = await request.json()
         except ValueError:
-            return _error_response(400, "body is not JSON", "invalid_request_error")
+            return _invalid(400, "body is not JSON")
         input_file_id = body.get("input_file_id")
         with self._batch_lock:
             stored = self.files.get(input_file_id)
         if stored is None:
-            return _error_response(
-                404, f"No such File object: {input_file_id}", "invalid_request_error"
-            )
+            return _invalid(404, f"No such File object: {input_file_id}")
         if body.get("completion_window") != "24h" or body.get("endpoint") != "/v1/chat/completions":
-            return _error_response(
-                400,
-                "endpoint must be /v1/chat/completions and completion_window 24h",
-                "invalid_request_error",
-            )
+            return _invalid(400, "endpoint must be /v1/chat/completions and completion_window 24h")
         batch_id = f"batch_{uuid.uuid4().hex[:24]}"
         batch = {
             "id": batch_id,
@@ -250,27 +186,21 @@ class FakeOpenAIBatch(FakeOpenAI):
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
         }
-        with self._batch_lock:
-            self.batches[batch_id] = batch
-            self._batch_order.append(batch_id)
-            self._polls[batch_id] = 0
+        self._add_job(batch_id, batch)
         return web.json_response(batch)
 
     def _batch_retrieve(self, batch_id: str) -> web.Response:
-        with self._batch_lock:
-            batch = self.batches.get(batch_id)
-            if batch is None:
-                return _error_response(404, f"No such batch: {batch_id}", "invalid_request_error")
-            self._polls[batch_id] += 1
-            polls = self._polls[batch_id]
-            number = self._batch_order.index(batch_id) + 1
-        if batch["status"] in ("validating", "in_progress"):
-            if polls <= self.polls_to_complete:
-                batch["status"] = "in_progress"
-                batch["in_progress_at"] = batch["in_progress_at"] or int(time.time())
-            else:
-                self._batch_process(batch, self.job_outcomes.get(number))
+        batch = self._poll(batch_id)
+        if batch is None:
+            return _invalid(404, f"No such batch: {batch_id}")
         return web.json_response(batch)
+
+    def _job_finished(self, job: dict[str, Any]) -> bool:
+        return job["status"] not in ("validating", "in_progress")
+
+    def _job_running(self, job: dict[str, Any]) -> None:
+        job["status"] = "in_progress"
+        job["in_progress_at"] = job["in_progress_at"] or int(time.time())
 
     def _batch_validate(self, lines: list[Any]) -> str | None:
         seen: set[str] = set()
@@ -286,7 +216,7 @@ class FakeOpenAIBatch(FakeOpenAI):
                 return f"line {i}: body must be an object"
         return None
 
-    def _batch_process(self, batch: dict[str, Any], outcome: str | None) -> None:
+    def _job_process(self, batch_id: str, batch: dict[str, Any], outcome: str | None) -> None:
         now = int(time.time())
         with self._batch_lock:
             data = self.files[batch["input_file_id"]]["data"]
@@ -342,9 +272,7 @@ class FakeOpenAIBatch(FakeOpenAI):
 
     def _batch_answer(self, batch_id: str, line: dict[str, Any]) -> dict[str, Any]:
         body = line["body"]
-        with self._batch_lock:
-            self._items.append({"custom_id": line["custom_id"], "body": body, "batch": batch_id})
-            n = len(self._items)
+        n = self._take_item({"custom_id": line["custom_id"], "body": body, "batch": batch_id})
         row: dict[str, Any] = {
             "id": f"batch_req_{uuid.uuid4().hex[:16]}",
             "custom_id": line["custom_id"],
@@ -355,15 +283,7 @@ class FakeOpenAIBatch(FakeOpenAI):
         if code:
             row["error"] = {"code": code, "message": f"fake item failure: {code}"}
             return row
-        try:
-            reply = self.item_faults.get(n) or as_reply(self.responder(body))
-        except Exception as e:  # noqa: BLE001 - a responder bug: an error line, remembered
-            with self._lock:
-                self._responder_errors.append(e)
-            reply = Reply.error(
-                500, message=f"fake server responder raised {type(e).__name__}: {e}"
-            )
-        rendered = self._render(reply, body, n)
+        rendered = self._render(self._item_reply(body, n), body, n, "/v1/chat/completions")
         try:
             payload = json.loads(rendered.body)
         except (TypeError, ValueError):
