@@ -719,8 +719,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.render and args.also:
         other = json.loads(Path(args.also).read_text(encoding="utf-8"))
         loads = [r["engine"]["load_before"] for r in other["results"]["rows"]]
-        title = (f"### The same benchmark again the same day, under heavier load (load average {min(loads):.1f} "
-                 f"to {max(loads):.1f} before the engine runs)")
+        runs = other["args"].get("repeats", 1)
+        title = (f"### Another run of the same benchmark the same day, {'best of ' + str(runs) if runs > 1 else 'one run'}"
+                 f" per cell (load average {min(loads):.1f} to {max(loads):.1f} before the engine runs)")
         extra = ["", title, "", f"Command: `{other['command']}`", "",
                  table(other["results"]), ""]
         m = other["results"].get("million")
