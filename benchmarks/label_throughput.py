@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["", title, "", f"Command: `{other['command']}`", "",
                  table(other["results"]), ""]
         m = other["results"].get("million")
-        if m:
+        if m and m != results.get("million"):  # a reused million run is shown once
             extra += _million_md(m)
         section = section.replace(END, "\n".join(extra) + END)
     if not args.no_results:
