@@ -112,7 +112,7 @@ class Budget:
     def reserve(self, cost: float) -> bool:
         """Reserve now or refuse now (no queue): the batch runner's admission."""
         if self.reached or not self.fits(cost):
-            self.reached = self.reached or self.cap is not None
+            self.reached = True
             return False
         self.reserved += cost
         return True
@@ -122,11 +122,12 @@ class Budget:
         if self.reached:
             return False
         if not self._waiters:
-            if self.reserve(cost):
+            if self.fits(cost):
+                self.reserved += cost
                 return True
             if self.reserved <= 1e-12:  # nothing in flight can free room: closed
+                self.reached = True
                 return False
-            self.reached = False  # not yet: wait for what is in flight
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append((cost, future))
         try:

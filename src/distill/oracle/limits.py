@@ -62,8 +62,7 @@ class Pacer:
         """Book ``amount`` units now; return how many seconds the caller must wait before using them
         (the synchronous form of :meth:`acquire`, without the early wake-up)."""
         wait = self.wait_time()
-        now = self.clock()
-        self._tat = max(self._tat, now) + amount / self.rate
+        self.book(amount)
         return wait
 
     async def acquire(self, amount: float | Callable[[], float] = 1.0) -> float:
