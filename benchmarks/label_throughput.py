@@ -148,20 +148,20 @@ class Server:
 
 
 # ============================================================================ clients (one per process)
-def oracle_config(url: str, transport: str = "aiohttp"):
-    from distill.config import OracleConfig
+def bench_oracle(url: str, transport: str = "aiohttp"):
+    from distill.providers import oracle_config
 
-    return OracleConfig(provider="openai", model=MODEL, base_url=url, api_key_env=KEY_ENV, transport=transport,
-                        temperature=0.0, max_tokens=384, seed=0, request_timeout_s=120, sdk_max_retries=0)
+    return oracle_config(provider="openai", model=MODEL, base_url=url, api_key_env=KEY_ENV, transport=transport,
+                         temperature=0.0, max_tokens=384, seed=0, request_timeout_s=120, sdk_max_retries=0)
 
 
 def client_engine(url: str, input_path: Path, workdir: Path, concurrency: int) -> dict[str, Any]:
     """``pipeline.label`` exactly as the stage runs it (progress off: nobody watches a benchmark)."""
     import aiohttp  # noqa: F401 - what label() imports lazily, imported before the clock starts (start-up
 
-    import distill.oracle.engine
-    import distill.oracle.openai_http
-    import distill.oracle.progress  # noqa: F401
+    import distill.labeling.engine
+    import distill.labeling.progress
+    import distill.providers.openai  # noqa: F401
     from distill import pipeline
     from distill.config import LabelConfig
     from distill.filterspec import load_filter
@@ -169,7 +169,7 @@ def client_engine(url: str, input_path: Path, workdir: Path, concurrency: int) -
     spec = load_filter(FILTER)
     cfg = LabelConfig(max_words=200, max_attempts=3, concurrency=concurrency, progress="off",
                       cache_path=str(workdir / "cache" / "llm.sqlite"), output_dir=str(workdir / "labels"))
-    oracle = oracle_config(url)
+    oracle = bench_oracle(url)
     c0, t0 = cpu_s(), time.perf_counter()
     metrics = pipeline.label(cfg, oracle, spec, input_path, metrics_dir=workdir)
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
@@ -214,20 +214,20 @@ def client_sdk(url: str, input_path: Path, concurrency: int) -> dict[str, Any]:
 
 
 def client_transport(url: str, input_path: Path, concurrency: int) -> dict[str, Any]:
-    """The transport alone, for reference: OpenAIHTTPProvider.complete behind a semaphore, the same
+    """The transport alone, for reference: the aiohttp OpenAIProvider.complete behind a semaphore, the same
     requests, no engine (no validation, cache, scheduler, events or output)."""
     from distill import jsonl
     from distill.compress import compress
     from distill.filterspec import load_filter
-    from distill.oracle.base import ChatRequest
-    from distill.oracle.openai_http import OpenAIHTTPProvider
+    from distill.providers.base import ChatRequest
+    from distill.providers.openai import OpenAIProvider
 
     spec = load_filter(FILTER)
     requests = [ChatRequest(messages=spec.render({**r, "text": compress(r["text"], 200)}), schema=spec.json_schema,
                             max_tokens=384, seed=0) for r in jsonl.read_jsonl(input_path)]
 
     async def main() -> int:
-        provider = OpenAIHTTPProvider(oracle_config(url))
+        provider = OpenAIProvider(bench_oracle(url))
         sem = asyncio.Semaphore(concurrency)
 
         async def one(request):
@@ -251,20 +251,17 @@ def client_million(url: str, workdir: Path, n: int, concurrency: int, seconds: f
     import aiohttp  # noqa: F401 - imported before the clock starts
 
     from distill import jsonl
+    from distill.config import LabelConfig
     from distill.filterspec import load_filter
-    from distill.oracle import make_provider
-    from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Budget, Events, Labeler
-    from distill.oracle.limits import Scheduler
+    from distill.labeling.build import build_labeler
+    from distill.labeling.cache import ResponseCache
+    from distill.labeling.events import Events
 
     spec = load_filter(FILTER)
-    oracle = oracle_config(url)
-    provider = make_provider(oracle)
     cache = ResponseCache(workdir / "cache" / "llm.sqlite")
-    scheduler = Scheduler(oracle.limits, concurrency)
     events = Events(workdir / "labels" / "events.jsonl")
-    labeler = Labeler(spec, provider, cache, max_words=200, max_attempts=3, temperature=0.0, max_tokens=384,
-                      seed=0, transport_retries=6, scheduler=scheduler, budget=Budget(None), events=events)
+    label = LabelConfig(max_words=200, max_attempts=3, transport_retries=6, concurrency=concurrency)
+    labeler = build_labeler(spec, bench_oracle(url), label, cache, events=events)
     curve: list[dict[str, float]] = []
     state = {"done": 0}
     t0 = time.perf_counter()
@@ -293,7 +290,7 @@ def client_million(url: str, workdir: Path, n: int, concurrency: int, seconds: f
                     (good if kind == "valid" else bad).write(row)
                     state["done"] += 1
         finally:
-            await provider.aclose()
+            await labeler.provider.aclose()
 
     c0 = cpu_s()
     sampler.start()
@@ -529,7 +526,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) ->
         "per request in events.jsonl, labels.jsonl written through the atomic writer, metrics. A cell counts "
         "only if labels.jsonl holds every record. Modules `label()` imports lazily are imported before the "
         "clock starts (start-up is per process, not per label)."),
-        ("- transport alone (reference): `OpenAIHTTPProvider.complete` behind an `asyncio.Semaphore`, the same "
+        ("- transport alone (reference): `OpenAIProvider.complete` (aiohttp) behind an `asyncio.Semaphore`, the same "
         "requests, nothing else: what the engine costs on top of its HTTP client."),
         ("- SDK loop (the baseline): `asyncio.gather` over `openai.AsyncOpenAI().chat.completions.create` "
         "behind an `asyncio.Semaphore(concurrency)`, default transport, the same messages and request fields, "

@@ -1,5 +1,7 @@
 """merge stage: combine label files, drop exact duplicates, recompute scores and tiers from the filter."""
 
+from pathlib import Path
+
 from distill import pipeline
 from distill.config import section
 from distill.stage import stage
@@ -8,7 +10,8 @@ from distill.stage import stage
 @stage
 def main(params):
     spec = pipeline.filter_spec(section(params, "filter"))
-    pipeline.merge(section(params, "merge"), spec)
+    labels = Path(section(params, "label").output_dir) / "labels.jsonl"
+    pipeline.merge(section(params, "merge"), spec, labels)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What the oracle tests share: a test API key, a checked fake server, the oracle config for a fake
-server, one :class:`~distill.oracle.engine.Labeler` run, and the requests grouped by record."""
+server, one :class:`~distill.labeling.engine.Labeler` run, and the requests grouped by record."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from distill.config import OracleConfig
 from distill.filterspec import FilterSpec
-from distill.oracle import make_provider
-from distill.oracle.cache import ResponseCache
-from distill.oracle.engine import Labeler
+from distill.labeling.cache import ResponseCache
+from distill.labeling.engine import Labeler
+from distill.providers import ProviderConfig, make_provider, oracle_config
 from tests.fakes._server import FakeServer
 
 S = TypeVar("S", bound=FakeServer)
@@ -48,15 +47,15 @@ def checked(server: S) -> Iterator[S]:
     assert not server.other_requests, [(r.method, r.path) for r in server.other_requests]
 
 
-def fake_oracle(provider: str, model: str, base_url: str, key_env: str, **kw: Any) -> OracleConfig:
+def fake_oracle(provider: str, model: str, base_url: str, key_env: str, **kw: Any) -> ProviderConfig:
     """The oracle config of a test: :data:`FAKE_ORACLE`, with ``kw`` overriding any of it."""
     base = {"provider": provider, "model": model, "base_url": base_url, "api_key_env": key_env}
-    return OracleConfig(**{**base, **FAKE_ORACLE, **kw})
+    return oracle_config(**{**base, **FAKE_ORACLE, **kw})
 
 
 def label_records(
     tmp_path: Path,
-    cfg: OracleConfig,
+    cfg: ProviderConfig,
     spec: FilterSpec,
     records: list[dict[str, Any]],
     *,

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.filterspec import load_filter
-from distill.oracle.batch import Ledger, ledger_path, run_batch
-from distill.oracle.gemini import GeminiProvider
+from distill.labeling.batch import Ledger, ledger_path, run_batch
+from distill.providers import ProviderConfig, oracle_config
+from distill.providers.gemini import GeminiProvider
 from tests.fakes import gemini_server, openai_server
 from tests.fakes.articles import write_articles
 from tests.fakes.gemini_batch_server import FakeGeminiBatch
@@ -71,7 +72,7 @@ class Harness:
     srv: Any
     fakes: Any  # the online fake's module: Reply, default_label, turn, prompt_title, user_messages
 
-    def oracle(self, **kw: Any) -> OracleConfig:
+    def oracle(self, **kw: Any) -> ProviderConfig:
         base = {
             "provider": self.provider,
             "model": f"fake-{self.provider}",
@@ -82,7 +83,7 @@ class Harness:
             "request_timeout_s": 30,
             "price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0, "batch_discount": 0.5},
         }
-        return OracleConfig(**{**base, **kw})
+        return oracle_config(**{**base, **kw})
 
     def key_of(self, item: dict[str, Any]) -> str:
         return item["custom_id"] if self.provider == "openai" else item["metadata"]["key"]
@@ -400,7 +401,7 @@ def test_a_missing_key_fails_before_any_upload(tmp_path, h, records, monkeypatch
 
 def test_a_provider_without_a_batch_api_is_refused_before_any_work(tmp_path, records, monkeypatch):
     monkeypatch.setenv("DISTILL_TEST_ANTHROPIC_KEY", "sk-ant-test")
-    oracle = OracleConfig(
+    oracle = oracle_config(
         provider="anthropic", model="claude-fake", api_key_env="DISTILL_TEST_ANTHROPIC_KEY"
     )
 

@@ -21,10 +21,11 @@ import pytest
 
 from distill import pipeline
 from distill.compress import compress
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import load_filter
-from distill.oracle.engine import estimate_tokens
+from distill.labeling.engine import estimate_tokens
+from distill.providers import oracle_config
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, default_label
 
@@ -67,7 +68,7 @@ def test_budget_stops_within_one_request_per_slot_and_rerun_pays_only_the_rest(
     assert reservation > COST  # the reservation is pessimistic: max_tokens of output
 
     def run(cap: float) -> dict[str, Any]:
-        cfg = OracleConfig(provider="openai", model="fake-budget", base_url=srv.base_url,
+        cfg = oracle_config(provider="openai", model="fake-budget", base_url=srv.base_url,
                            api_key_env=KEY_ENV, max_tokens=MAX_TOKENS, price=PRICE,
                            request_timeout_s=30, sdk_max_retries=0)
         lcfg = LabelConfig(max_words=MAX_WORDS, concurrency=concurrency, budget_usd=cap,
@@ -123,7 +124,7 @@ def test_budget_admits_first_come_first_served_and_closes_for_good():
     """A cheaper request never overtakes one waiting for room: a run labels a prefix of its input."""
     import asyncio
 
-    from distill.oracle.engine import Budget
+    from distill.labeling.budget import Budget
 
     async def scenario() -> tuple[list[bool], Budget]:
         budget = Budget(10.0)
@@ -147,7 +148,7 @@ def test_budget_admits_first_come_first_served_and_closes_for_good():
 def test_budget_waiter_admitted_when_a_settled_reservation_frees_room():
     import asyncio
 
-    from distill.oracle.engine import Budget
+    from distill.labeling.budget import Budget
 
     async def scenario() -> tuple[bool, bool, float]:
         budget = Budget(10.0)

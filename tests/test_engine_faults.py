@@ -34,9 +34,10 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import load_filter
+from distill.providers import ProviderConfig, oracle_config
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.articles import write_articles
 
@@ -124,12 +125,12 @@ class Script:
 
 
 # --------------------------------------------------------------------------- helpers
-def oracle_cfg(name: str, srv: Any, key_env: str, **kw: Any) -> OracleConfig:
+def oracle_cfg(name: str, srv: Any, key_env: str, **kw: Any) -> ProviderConfig:
     _, _, extra = SERVERS[name]
     base = {"provider": name, "model": f"{name}-fake-faults", "base_url": srv.base_url,
             "api_key_env": key_env, "temperature": 0.0, "max_tokens": 300, "seed": 7,
             "request_timeout_s": 30, "sdk_max_retries": 0, **extra}
-    return OracleConfig(**{**base, **kw})
+    return oracle_config(**{**base, **kw})
 
 
 def label_cfg(tmp_path: Path, **kw: Any) -> LabelConfig:
@@ -152,7 +153,7 @@ def per_request(mod: ModuleType, srv: Any) -> dict[tuple[str, int], list[Any]]:
     return groups
 
 
-def run_label(tmp_path: Path, cfg: OracleConfig, lcfg: LabelConfig, expect_error: bool
+def run_label(tmp_path: Path, cfg: ProviderConfig, lcfg: LabelConfig, expect_error: bool
               ) -> dict[str, Any]:
     t0 = time.monotonic()
     if expect_error:

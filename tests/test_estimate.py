@@ -21,8 +21,8 @@ import yaml
 from distill import jsonl, pipeline
 from distill.compress import compress
 from distill.config import section
-from distill.estimate import DEFAULT_CHARS_PER_TOKEN, LlamaTokenCounter, estimate, format_estimate
 from distill.filterspec import load_filter
+from distill.labeling.estimate import DEFAULT_CHARS_PER_TOKEN, estimate, format_estimate
 from distill.params import compose
 from tests.fakes.articles import synthetic_articles
 from tests.fakes.openai_server import FakeOpenAI, default_label, prompt_title, turn
@@ -129,8 +129,11 @@ def test_local_oracle_is_counted_with_its_own_tokenizer(tmp_path, monkeypatch):
     # nothing cached and no label history: one request a record, no re-asks assumed
     assert o["new_requests"] == 5 and o["cached_requests"] == 0 and o["reasks"] == 0
     assert "no re-asks assumed" in o["invalid_rate_from"]
+    from distill.providers.local import LlamaTokenCounter
+
     counter = LlamaTokenCounter(Path(_gguf()))
     counts = [counter.count(m) for m in rendered(records, params["label"]["max_words"])]
+    counter.close()
     assert o["new_input_tokens"] == sum(counts)
     # the chat template adds its markers: more than the content alone, far fewer than characters
     total_chars = sum(chars(m) for m in rendered(records, params["label"]["max_words"]))
@@ -144,7 +147,7 @@ def test_local_oracle_is_counted_with_its_own_tokenizer(tmp_path, monkeypatch):
 
 
 def _gguf() -> str:
-    from distill.models import resolve_gguf
+    from distill.providers.local import resolve_gguf
 
     return str(resolve_gguf(None))
 
@@ -154,7 +157,7 @@ def test_local_tokenizer_counts_what_llama_cpp_reports(tmp_path, monkeypatch):
     """The embedded model itself answers two records: its prompt_tokens are the estimate's count."""
     import asyncio
 
-    from distill.oracle import ChatRequest, make_provider
+    from distill.providers import ChatRequest, make_provider
 
     params = project(tmp_path, monkeypatch, [], oracle={"max_tokens": 16})
     records = articles(2, start=1)  # two short ones: prompt processing on 2 cores takes a while

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.filterspec import load_filter
-from distill.oracle.progress import Progress
+from distill.labeling.progress import Progress
+from distill.providers import oracle_config
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, default_label, prompt_title
 
@@ -70,7 +71,7 @@ def scripted(body: dict[str, Any], served: dict[str, int]) -> Reply:
 
 
 def run(tmp_path: Path, srv: FakeOpenAI, **label_kw: Any) -> dict[str, Any]:
-    cfg = OracleConfig(provider="openai", model="fake-events", base_url=srv.base_url,
+    cfg = oracle_config(provider="openai", model="fake-events", base_url=srv.base_url,
                        api_key_env=KEY_ENV, max_tokens=300, price=PRICE, request_timeout_s=30,
                        sdk_max_retries=0, limits={"rpm": 6000})
     lcfg = LabelConfig(**{"max_words": 200, "max_attempts": MAX_ATTEMPTS, "concurrency": 2,

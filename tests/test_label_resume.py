@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from distill.config import OracleConfig
 from distill.filterspec import load_filter
-from distill.oracle import ChatRequest, make_provider
-from distill.oracle.cache import request_key
+from distill.labeling.cache import request_key
+from distill.providers import ChatRequest, make_provider, oracle_config
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -105,7 +104,7 @@ def test_killed_label_stage_resumes_without_paying_twice(tmp_path, monkeypatch):
     write_articles(prefiltered / "passed.jsonl", N, prefix="resume")
 
     with FakeOpenAI(latency_s=0.1) as srv:
-        identity = make_provider(OracleConfig(**oracle_section(srv))).cache_identity()
+        identity = make_provider(oracle_config(**oracle_section(srv))).cache_identity()
 
         def key_of(body: dict[str, Any]) -> str:
             request = ChatRequest(messages=body["messages"], schema=SPEC.json_schema,
@@ -176,7 +175,7 @@ def test_killed_at_several_points_pays_each_answer_once(tmp_path, monkeypatch):
     write_articles(prefiltered / "passed.jsonl", N, prefix="multi")
 
     with FakeOpenAI(latency_s=0.1) as srv:
-        identity = make_provider(OracleConfig(**oracle_section(srv))).cache_identity()
+        identity = make_provider(oracle_config(**oracle_section(srv))).cache_identity()
 
         def key_of(body: dict[str, Any]) -> str:
             request = ChatRequest(messages=body["messages"], schema=SPEC.json_schema,

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from distill.config import RateLimits
-from distill.oracle.limits import AdaptiveConcurrency, Pacer, Scheduler
+from distill.labeling.limits import AdaptiveConcurrency, Pacer, Scheduler
+from distill.providers import RateLimits
 
 
 def test_pacer_spaces_requests_at_the_rate():
@@ -130,7 +130,7 @@ def test_pacer_give_back_never_reaches_into_the_past():
 
 
 def test_calibration_books_what_answers_really_use():
-    from distill.oracle.limits import Calibration
+    from distill.labeling.limits import Calibration
 
     cal = Calibration()
     assert cal.predict(300, ceiling=300) == 300  # nothing seen yet: the pessimistic estimate

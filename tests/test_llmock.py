@@ -23,9 +23,10 @@ from llmock.scenarios import Fail
 from llmock.testing import LLMockServer
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import load_filter
+from distill.providers import oracle_config
 from tests.fakes.articles import write_articles
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -57,7 +58,7 @@ def set_chaos(mock: LLMock, server: LLMockServer, **rates: float) -> None:
 
 def label(tmp_path: Path, mock: LLMock, transport: str, n: int = 16, **kw: Any) -> dict[str, Any]:
     write_articles(tmp_path / "passed.jsonl", n)
-    oracle = OracleConfig(provider="openai", model="gpt-4o-mini", base_url=mock.base_url("openai"),
+    oracle = oracle_config(provider="openai", model="gpt-4o-mini", base_url=mock.base_url("openai"),
                           api_key_env=KEY_ENV, transport=transport, sdk_max_retries=0,
                           request_timeout_s=kw.pop("request_timeout_s", 30))
     cfg = LabelConfig(**{"max_words": 200, "max_attempts": 2, "concurrency": 4, "progress": "off",

@@ -21,13 +21,12 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import load_filter
-from distill.oracle import ChatRequest, make_provider
-from distill.oracle.base import ProviderError
-from distill.oracle.openai_compat import OpenAIProvider
-from distill.oracle.openai_http import OpenAIHTTPProvider
+from distill.providers import ChatRequest, ProviderConfig, make_provider
+from distill.providers.base import ProviderError
+from distill.providers.openai import OpenAIProvider
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, default_label, prompt_title
 from tests.oracle_harness import checked, fake_oracle, set_key
@@ -54,7 +53,7 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
     return write_articles(tmp_path / "passed.jsonl", N)
 
 
-def oracle_cfg(url: str, transport: str = "aiohttp", **kw: Any) -> OracleConfig:
+def oracle_cfg(url: str, transport: str = "aiohttp", **kw: Any) -> ProviderConfig:
     return fake_oracle("openai", MODEL, url, KEY_ENV, **{"transport": transport, **kw})
 
 
@@ -72,13 +71,13 @@ def cache_keys(path: Path) -> set[str]:
         return {k for (k,) in db.execute("SELECT key FROM responses")}
 
 
-def ask(cfg: OracleConfig, request: ChatRequest | None = None):
+def ask(cfg: ProviderConfig, request: ChatRequest | None = None):
     """One request through a fresh provider (closed afterwards, on the same event loop)."""
     request = request or ChatRequest(messages=SPEC.render({"id": "x", "title": "T", "text": "Some text."}),
                                      schema=SPEC.json_schema, max_tokens=300, seed=7)
 
     async def go():
-        provider = OpenAIHTTPProvider(cfg)
+        provider = OpenAIProvider(cfg)
         try:
             return await provider.complete(request)
         finally:
@@ -89,9 +88,10 @@ def ask(cfg: OracleConfig, request: ChatRequest | None = None):
 
 # ----------------------------------------------------------------------------- the same answers as the SDK
 def test_make_provider_picks_the_transport(api_key, srv):
-    assert isinstance(make_provider(oracle_cfg(srv.base_url)), OpenAIHTTPProvider)
-    assert isinstance(make_provider(oracle_cfg(srv.base_url, "sdk")), OpenAIProvider)
     http, sdk = make_provider(oracle_cfg(srv.base_url)), make_provider(oracle_cfg(srv.base_url, "sdk"))
+    assert isinstance(http, OpenAIProvider) and isinstance(sdk, OpenAIProvider)
+    assert http.complete.__func__ is OpenAIProvider._complete_http
+    assert sdk.complete.__func__ is OpenAIProvider._complete_sdk
     assert http.cache_identity() == sdk.cache_identity() and http.describe() == sdk.describe()
     assert api_key not in repr(http)
 
@@ -255,15 +255,15 @@ def test_the_key_is_sent_but_never_written(tmp_path, srv, records, api_key, capf
 def test_each_answer_is_committed_before_its_record_is_reported(tmp_path, srv, records, api_key):
     """Batched commits (one transaction per event-loop tick) must not weaken resume: whenever a record
     comes out of the engine, its answer is already in the database as another process would see it."""
-    from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Labeler
-    from distill.oracle.limits import Scheduler
+    from distill.labeling.cache import ResponseCache
+    from distill.labeling.engine import Labeler
+    from distill.labeling.limits import Scheduler
 
     cache_path = tmp_path / "durable.sqlite"
     seen: list[tuple[int, int]] = []
 
     async def go():
-        provider = OpenAIHTTPProvider(oracle_cfg(srv.base_url))
+        provider = OpenAIProvider(oracle_cfg(srv.base_url))
         cache = ResponseCache(cache_path)
         labeler = Labeler(SPEC, provider, cache, max_words=200, max_attempts=1,
                           scheduler=Scheduler(oracle_cfg(srv.base_url).limits, 16))
@@ -284,8 +284,8 @@ def test_each_answer_is_committed_before_its_record_is_reported(tmp_path, srv, r
 
 
 def test_put_async_batches_and_reports_failures(tmp_path):
-    from distill.oracle.base import ChatResponse
-    from distill.oracle.cache import ResponseCache
+    from distill.labeling.cache import ResponseCache
+    from distill.providers.base import ChatResponse
 
     cache = ResponseCache(tmp_path / "c.sqlite")
 
@@ -306,7 +306,7 @@ def test_put_async_batches_and_reports_failures(tmp_path):
 def test_request_key_is_the_canonical_json_digest():
     import hashlib
 
-    from distill.oracle.cache import request_key
+    from distill.labeling.cache import request_key
 
     def reference(identity, request):
         payload = {**identity, "messages": request.messages, "schema": request.schema,

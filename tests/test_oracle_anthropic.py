@@ -1,7 +1,7 @@
 """The Anthropic oracle, end to end over real HTTP.
 
 The official ``anthropic`` SDK talks to a fake Messages API server on 127.0.0.1
-(``tests/fakes/anthropic_server.py``) through :class:`distill.oracle.engine.Labeler`, the real
+(``tests/fakes/anthropic_server.py``) through :class:`distill.labeling.engine.Labeler`, the real
 response cache and the real filter; nothing of ours is mocked.
 """
 
@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 from distill.compress import compress
-from distill.config import OracleConfig
 from distill.errors import ConfigError
 from distill.filterspec import load_filter
-from distill.oracle import make_provider
-from distill.oracle.anthropic import TOOL_NAME
+from distill.providers import ProviderConfig, make_provider
+from distill.providers.anthropic import TOOL_NAME
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
     Reply,
@@ -65,7 +64,7 @@ def records() -> list[dict[str, Any]]:
     return synthetic_articles(N)
 
 
-def oracle_cfg(server: FakeAnthropic, **kw: Any) -> OracleConfig:
+def oracle_cfg(server: FakeAnthropic, **kw: Any) -> ProviderConfig:
     return fake_oracle("anthropic", MODEL, server.base_url, KEY_ENV, **kw)
 
 

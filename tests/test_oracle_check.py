@@ -20,12 +20,18 @@ import pytest
 import yaml
 
 from distill import jsonl, pipeline
-from distill.config import EvaluateConfig, OracleConfig, RateLimits, SklearnStudent
+from distill.config import EvaluateConfig, SklearnStudent
 from distill.errors import ConfigError
 from distill.evaluate import format_table
 from distill.filterspec import load_filter
-from distill.oracle_check import OracleCheckConfig, oracle_check, second_oracle, seeded_sample
+from distill.labeling.oracle_check import (
+    OracleCheckConfig,
+    oracle_check,
+    second_oracle,
+    seeded_sample,
+)
 from distill.params import compose
+from distill.providers import ProviderConfig, RateLimits, oracle_config
 from distill.split import to_chat
 from distill.students import train_student
 from tests.fakes import anthropic_server, openai_server
@@ -281,7 +287,7 @@ def test_the_command_writes_the_agreement_and_evaluate_shows_the_floor(tmp_path,
 
 # ----------------------------------------------------------------------------- config and sampling
 def test_second_oracle_choices(tmp_path):
-    first = OracleConfig(provider="local", model="SmolLM2-135M-Instruct", temperature=0.0, seed=4)
+    first = oracle_config(provider="local", model="SmolLM2-135M-Instruct", temperature=0.0, seed=4)
     cfg, how = second_oracle(first, None)
     assert (cfg.temperature, cfg.seed, cfg.model) == (
         0.7,
@@ -295,7 +301,7 @@ def test_second_oracle_choices(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml not found.*gemini_flash"):
         second_oracle(first, "nope", ROOT / "conf")
     second_oracle(first, "local", ROOT / "conf")  # conf/oracle/local.yaml has seed 0: it differs
-    same = OracleConfig(**yaml.safe_load((ROOT / "conf" / "oracle" / "local.yaml").read_text()))
+    same = oracle_config(**yaml.safe_load((ROOT / "conf" / "oracle" / "local.yaml").read_text()))
     with pytest.raises(ConfigError, match="measure nothing"):
         second_oracle(same, "local", ROOT / "conf")
     with pytest.raises(ConfigError, match="measure nothing"):
@@ -306,7 +312,7 @@ def test_second_oracle_choices(tmp_path):
         "second": None,
     }
     assert isinstance(
-        OracleCheckConfig.model_validate({"second": first.model_dump()}).second, OracleConfig
+        OracleCheckConfig.model_validate({"second": first.model_dump()}).second, ProviderConfig
     )
     with pytest.raises(ValueError):
         OracleCheckConfig.model_validate({"sample_size": 0})

@@ -1,7 +1,7 @@
 """The Gemini oracle, end to end over real HTTP.
 
 Google's ``google-genai`` SDK talks to a fake ``generateContent`` server on 127.0.0.1
-(``tests/fakes/gemini_server.py``) through :class:`distill.oracle.engine.Labeler`, the real response
+(``tests/fakes/gemini_server.py``) through :class:`distill.labeling.engine.Labeler`, the real response
 cache and the real filter; nothing of ours is mocked.
 """
 
@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from distill.compress import compress
-from distill.config import OracleConfig
 from distill.errors import ConfigError
 from distill.filterspec import load_filter
-from distill.oracle import make_provider
-from distill.oracle.gemini import GeminiProvider, finish_reason, gemini_schema
+from distill.providers import ProviderConfig, make_provider
+from distill.providers.gemini import GeminiProvider, finish_reason, gemini_schema
 from tests.fakes.articles import synthetic_articles
 from tests.fakes.gemini_server import (
     FakeGemini,
@@ -75,7 +74,7 @@ def records() -> list[dict[str, Any]]:
     return synthetic_articles(N)
 
 
-def oracle_cfg(server: FakeGemini, **kw: Any) -> OracleConfig:
+def oracle_cfg(server: FakeGemini, **kw: Any) -> ProviderConfig:
     return fake_oracle("gemini", MODEL, server.base_url, KEY_ENV, **{"thinking_budget": 0, **kw})
 
 

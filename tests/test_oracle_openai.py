@@ -20,10 +20,10 @@ import yaml
 
 from distill import pipeline
 from distill.compress import compress
-from distill.config import ConfigError, LabelConfig, OracleConfig
+from distill.config import ConfigError, LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import FilterSpec, load_filter
-from distill.oracle import make_provider
+from distill.providers import ProviderConfig, make_provider
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import (
     FakeOpenAI,
@@ -60,7 +60,7 @@ def records(tmp_path: Path) -> list[dict[str, Any]]:
     return write_articles(tmp_path / "passed.jsonl", N)
 
 
-def oracle_cfg(server: FakeOpenAI, **kw: Any) -> OracleConfig:
+def oracle_cfg(server: FakeOpenAI, **kw: Any) -> ProviderConfig:
     return fake_oracle("openai", MODEL, server.base_url, KEY_ENV, **kw)
 
 

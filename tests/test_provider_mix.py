@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.filterspec import load_filter
+from distill.providers import ProviderConfig, oracle_config
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, prompt_title
 
@@ -39,14 +40,14 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-test-" + uuid.uuid4().hex)
 
 
-def mix_cfg(url_a: str, url_b: str) -> OracleConfig:
+def mix_cfg(url_a: str, url_b: str) -> ProviderConfig:
     common = {"provider": "openai", "api_key_env": KEY_ENV, "request_timeout_s": 30,
               "sdk_max_retries": 0, "max_tokens": 300}
-    return OracleConfig(model="fake-a", base_url=url_a, weight=3, **common,
-                        mix=[OracleConfig(model="fake-b", base_url=url_b, weight=1, **common)])
+    return oracle_config(model="fake-a", base_url=url_a, weight=3, **common,
+                        mix=[oracle_config(model="fake-b", base_url=url_b, weight=1, **common)])
 
 
-def run(tmp_path: Path, cfg: OracleConfig, name: str) -> dict[str, Any]:
+def run(tmp_path: Path, cfg: ProviderConfig, name: str) -> dict[str, Any]:
     lcfg = LabelConfig(max_words=200, concurrency=8, progress="off",
                        transport_retries=TRANSPORT_RETRIES, backoff_initial_s=0.01,
                        cache_path=str(tmp_path / name / "cache.sqlite"),

@@ -39,8 +39,9 @@ from typing import Any
 import pytest
 
 from distill import pipeline
-from distill.config import LabelConfig, OracleConfig
+from distill.config import LabelConfig
 from distill.filterspec import load_filter
+from distill.providers import oracle_config
 from tests.fakes.articles import write_articles
 from tests.fakes.openai_server import FakeOpenAI, Reply, default_label
 
@@ -77,7 +78,7 @@ def responder(body: dict[str, Any]) -> Reply:
 def run(tmp_path: Path, srv: FakeOpenAI, n: int, limits: dict[str, Any], concurrency: int = 8
         ) -> dict[str, Any]:
     write_articles(tmp_path / "passed.jsonl", n, prefix="limits-" + uuid.uuid4().hex[:6])
-    cfg = OracleConfig(provider="openai", model="fake-limits", base_url=srv.base_url,
+    cfg = oracle_config(provider="openai", model="fake-limits", base_url=srv.base_url,
                        api_key_env=KEY_ENV, max_tokens=MAX_TOKENS, request_timeout_s=30,
                        sdk_max_retries=0, limits=limits)
     lcfg = LabelConfig(max_words=200, concurrency=concurrency, progress="off",

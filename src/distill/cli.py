@@ -20,7 +20,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except DistillError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_status", 2))
 
 
 @click.group(cls=_Group)
@@ -131,7 +131,7 @@ def config_compose(overrides: tuple[str, ...], output: str, config_dir: str) -> 
 def estimate(params_path: str, input_path: str | None, latency_s: float, output_factor: float,
              as_json: bool) -> None:
     """Estimate the label stage: requests, tokens, dollars and minutes (no request is made)."""
-    from distill.estimate import format_estimate, run
+    from distill.labeling.estimate import format_estimate, run
 
     result = run(params_path, input_path, latency_s=latency_s, output_factor=output_factor)
     click.echo(json.dumps(result, indent=2) if as_json else format_estimate(result))
@@ -150,7 +150,7 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
                  sample_size: int | None) -> None:
     """Label a sample with two oracles (or one twice); write how they agree: the student's floor."""
     from distill.config import load_dotenv
-    from distill.oracle_check import format_agreement, run
+    from distill.labeling.oracle_check import format_agreement, run
     from distill.stage import setup_logging
 
     setup_logging()

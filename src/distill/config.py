@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distill.errors import ConfigError
+from distill.providers import OracleConfig
+from distill.providers.base import KeyedConfig
 
 PARAMS_FILE = "params.yaml"
 
@@ -62,78 +64,6 @@ class PrefilterConfig(Section):
         return self
 
 
-class RateLimits(Section):
-    """Provider limits the scheduler must respect (null: unlimited)."""
-
-    rpm: float | None = Field(default=None, gt=0)  # requests per minute
-    rps: float | None = Field(default=None, gt=0)  # requests per second
-    input_tpm: float | None = Field(default=None, gt=0)  # input tokens per minute
-    output_tpm: float | None = Field(default=None, gt=0)  # output tokens per minute
-    #: input plus output tokens per minute, counted as OpenAI counts them: a request's input and its
-    #: full max_tokens, when it is admitted (only the input part is trued up from the answer)
-    tpm: float | None = Field(default=None, gt=0)
-    max_concurrency: int | None = Field(default=None, ge=1)
-
-
-class Pricing(Section):
-    """US dollars per million tokens."""
-
-    input_per_mtok: float = Field(default=0.0, ge=0)
-    output_per_mtok: float = Field(default=0.0, ge=0)
-    batch_discount: float = Field(default=0.5, ge=0, le=1)
-
-
-PROVIDERS = ("local", "openai", "gemini", "anthropic")
-
-
-class OracleConfig(Section):
-    provider: Literal["local", "openai", "gemini", "anthropic"]
-    model: str
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    max_tokens: int = Field(default=384, ge=16)
-    seed: int | None = 0
-    # openai-compatible
-    base_url: str | None = None
-    api_key_env: str | None = None
-    #: how to ask for structured output: json_schema, json_object or none (prompt only); always validated by us
-    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
-    request_timeout_s: float = Field(default=120.0, gt=0)
-    #: retries inside the SDK; 0 by default because the engine retries (and honours Retry-After) itself
-    sdk_max_retries: int = Field(default=0, ge=0)
-    #: openai-compatible only: the official SDK, or a lean aiohttp client for high throughput
-    transport: Literal["sdk", "aiohttp"] = "sdk"
-    limits: RateLimits = RateLimits()
-    price: Pricing = Pricing()
-    #: routing share of this oracle when ``mix`` lists others
-    weight: float = Field(default=1.0, gt=0)
-    #: more oracles (full oracle configs with a ``weight``): requests are routed by weight per record
-    #: (deterministically, so reruns hit the cache) and fail over to the next when one is down
-    mix: list[OracleConfig] = []
-    # gemini
-    thinking_budget: int | None = 0
-    # local (llama.cpp)
-    model_path: str | None = None
-    n_ctx: int = Field(default=2048, ge=256)
-    n_threads: int | None = None
-
-    @model_validator(mode="after")
-    def _provider_fields(self) -> OracleConfig:
-        if self.provider != "local" and not self.api_key_env:
-            raise ValueError("oracle.api_key_env must name the environment variable holding the API key")
-        return self
-
-    def api_key(self) -> str:
-        """The key from the environment (or a gitignored .env); never logged."""
-        assert self.api_key_env
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise ConfigError(
-                f"oracle.provider={self.provider} needs an API key: set the environment variable "
-                f"{self.api_key_env} (or put {self.api_key_env}=... in a .env file at the project root)"
-            )
-        return key
-
-
 class LabelConfig(Section):
     max_words: int = Field(default=800, ge=10)
     #: content attempts per record: re-asks with the validation error fed back
@@ -161,7 +91,9 @@ class LabelConfig(Section):
 
 
 class MergeConfig(Section):
-    inputs: list[str] = Field(default_factory=lambda: ["data/labels/labels.jsonl"], min_length=1)
+    #: label files (``*.jsonl``, label rows of earlier runs or other oracles) merged after the label
+    #: stage's output; a folder, so that dvc.yaml can declare it as a dependency
+    extra_dir: str = "data/labels_extra"
     output_dir: str = "data/merged"
 
 
@@ -223,7 +155,11 @@ class EvaluateConfig(Section):
 
 
 class OracleCheckConfig(Section):
-    """``oracle_check``: the calibration run of ``distill oracle-check`` (every key optional)."""
+    """``oracle_check``: the oracle's own noise, measured by the ``oracle_check`` stage on the test
+    split and by ``distill oracle-check`` on a sample of what passed the prefilter (every key optional)."""
+
+    #: false: the stage measures nothing (and the evaluation shows no floor)
+    enabled: bool = True
 
     #: items to label twice (fewer when passed.jsonl holds fewer)
     sample_size: int = Field(default=50, ge=1)
@@ -231,13 +167,13 @@ class OracleCheckConfig(Section):
     seed: int = 0
     #: the second oracle: a full oracle config, a conf/oracle/<name>.yaml name, or null for the
     #: configured oracle again at temperature 0.7 with the next seed
-    second: OracleConfig | str | None = None
+    second: OracleConfig | str | None = None  # type: ignore[valid-type]
 
 
-SECTIONS: dict[str, type[BaseModel]] = {
+SECTIONS: dict[str, Any] = {
     "filter": FilterRef,
     "prefilter": PrefilterConfig,
-    "oracle": OracleConfig,
+    "oracle": TypeAdapter(OracleConfig),
     "label": LabelConfig,
     "merge": MergeConfig,
     "split": SplitConfig,
@@ -255,16 +191,26 @@ def student_config(raw: dict[str, Any]) -> SklearnStudent | LoraStudent:
     return _validate("student", model, raw)
 
 
-def _validate(name: str, model: type[BaseModel], raw: Any):
+def _validate(name: str, model: type[BaseModel] | TypeAdapter, raw: Any):
+    """Validate ``raw`` into ``model``; a failure is a ConfigError listing each bad key by its path."""
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
     try:
-        return model.model_validate(raw if raw is not None else {})
+        return validate(raw if raw is not None else {})
     except ValidationError as e:
         lines = [f"invalid '{name}' section in {PARAMS_FILE}:"]
         for err in e.errors():
-            loc = ".".join(str(p) for p in (name, *err["loc"]))
+            loc = ".".join(str(p) for p in (name, *_user_loc(err["loc"])))
             lines.append(f"  - {loc}: {err['msg'].removeprefix('Value error, ')}")
         lines.append("fix it in conf/ (then recompose) or override it with `dvc exp run -S key=value`")
         raise ConfigError("\n".join(lines)) from None
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """A validation error's path as the user wrote it: pydantic puts the discriminated union's tag
+    (``openai``, ``local``) into the path, which is not a key in params.yaml."""
+    from distill.providers.registry import PROVIDERS
+
+    return tuple(p for p in loc if p not in PROVIDERS)
 
 
 def read_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
@@ -287,17 +233,11 @@ def section(params: dict[str, Any], name: str):
 
 
 def load_dotenv(path: str | os.PathLike = ".env") -> None:
-    """Read KEY=VALUE lines from a gitignored .env into os.environ (existing variables win)."""
-    p = Path(path)
-    if not p.is_file():
-        return
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip().strip("'\"")
-        os.environ.setdefault(key.strip(), value)
+    """Read a gitignored ``.env`` (python-dotenv's syntax) into os.environ; existing variables win."""
+    if Path(path).is_file():
+        from dotenv import load_dotenv as _load
+
+        _load(path, override=False)
 
 
 def check_all(params: dict[str, Any]) -> list[str]:
@@ -317,9 +257,17 @@ def check_all(params: dict[str, Any]) -> list[str]:
         except ConfigError as e:
             problems.append(str(e))
     oracle = validated.get("oracle")
-    if oracle is not None and oracle.provider != "local":
-        try:
-            oracle.api_key()
-        except ConfigError as e:
-            problems.append(str(e))
+    if oracle is not None:
+        for member in [oracle, *oracle.mix]:
+            if isinstance(member, KeyedConfig):
+                try:
+                    member.api_key()
+                except ConfigError as e:
+                    problems.append(str(e))
+        if "label" in validated:
+            from distill.providers.prices import budget_problem
+
+            problem = budget_problem(oracle, validated["label"].budget_usd)
+            if problem:
+                problems.append(problem)
     return problems

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distill.errors import FilterSpecError
 
 #: Fields a prompt template may reference.
-TEMPLATE_FIELDS = frozenset({"id", "title", "text", "source", "published", "rubric", "dimension_names"})
+TEMPLATE_FIELDS = frozenset({"id", "title", "text", "source", "published", "rubric", "dimension_names",
+                             "scale_max"})
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -50,15 +51,12 @@ class Dimension(_Strict):
     @field_validator("rubric")
     @classmethod
     def _rubric(cls, v: dict[int, str]) -> dict[int, str]:
-        bad = [k for k in v if not 0 <= k <= 10]
-        if bad:
-            raise ValueError(f"rubric anchors must be scores 0-10, got {bad}")
-        return dict(sorted(v.items()))
+        return dict(sorted(v.items()))  # anchors are checked against the filter's scale_max
 
 
 class Tier(_Strict):
     name: str
-    min_score: float = Field(ge=0, le=10)
+    min_score: float = Field(ge=0)  # at most the filter's scale_max (checked with the filter)
     description: str = ""
 
 
@@ -94,7 +92,8 @@ class FilterSpec(_Strict):
     name: str
     version: str
     description: str
-    scale_max: int = 10
+    #: every dimension is scored with an integer from 0 to scale_max
+    scale_max: int = Field(default=10, ge=1)
     dimensions: list[Dimension] = Field(min_length=1)
     tiers: list[Tier] = Field(min_length=2)
     system_prompt: str
@@ -113,12 +112,17 @@ class FilterSpec(_Strict):
             raise ValueError(f"duplicate dimension(s): {', '.join(dupes)}")
         if "reasoning" in names:
             raise ValueError("'reasoning' is reserved for the oracle's explanation; rename that dimension")
+        top = self.scale_max
+        for d in self.dimensions:
+            bad = [k for k in d.rubric if not 0 <= k <= top]
+            if bad:
+                raise ValueError(f"dimension {d.name}: rubric anchors must be scores 0-{top} (scale_max), got {bad}")
         total = sum(d.weight for d in self.dimensions)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             listing = ", ".join(f"{d.name}={d.weight:g}" for d in self.dimensions)
             raise ValueError(
                 f"dimension weights must sum to 1.0 but sum to {total:.4g} ({listing}); "
-                "adjust the weights so the overall score stays on the 0-10 scale"
+                f"adjust the weights so the overall score stays on the 0-{top} scale"
             )
         mins = [t.min_score for t in self.tiers]
         if any(a <= b for a, b in itertools.pairwise(mins)):
@@ -126,6 +130,9 @@ class FilterSpec(_Strict):
             raise ValueError(
                 f"tiers must be listed from best to worst with strictly decreasing min_score, got {listing}"
             )
+        high = [f"{t.name}>={t.min_score:g}" for t in self.tiers if t.min_score > top]
+        if high:
+            raise ValueError(f"tier thresholds must lie on the 0-{top} scale (scale_max), got {', '.join(high)}")
         if mins[-1] != 0:
             raise ValueError(
                 f"the last tier ({self.tiers[-1].name}) must have min_score 0 so every score has a tier"
@@ -181,11 +188,20 @@ class FilterSpec(_Strict):
             "published": meta.get("published", ""),
             "rubric": self.rubric_text(),
             "dimension_names": ", ".join(self.dimension_names),
+            "scale_max": self.scale_max,
         }
         return [
             {"role": "system", "content": self.system_prompt.strip()},
             {"role": "user", "content": self.template_text.format_map(fields).strip()},
         ]
+
+    def labelled(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The label fields of a row from a validated answer: the answer as kept (``label``), the
+        dimension ``scores``, and the ``overall`` score and ``tier`` the project computes."""
+        label = {name: answer[name] for name in [*self.dimension_names, "reasoning"]}
+        scores = {name: answer[name] for name in self.dimension_names}
+        overall, tier = self.score(scores)
+        return {"label": label, "scores": scores, "overall": overall, "tier": tier}
 
     def score(self, scores: dict[str, float]) -> tuple[float, str]:
         """Overall weighted score (rounded to 3 decimals) and its tier."""

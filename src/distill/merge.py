@@ -43,6 +43,5 @@ def dedup_exact(
 
 
 def rescore(row: dict[str, Any], spec: FilterSpec) -> dict[str, Any]:
-    scores = {name: row["label"][name] for name in spec.dimension_names}
-    overall, tier = spec.score(scores)
-    return {**row, "scores": scores, "overall": overall, "tier": tier}
+    """The row with its scores, overall and tier recomputed from the current filter."""
+    return {**row, **spec.labelled(row["label"])}

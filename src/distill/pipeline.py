@@ -20,13 +20,13 @@ from distill.config import (
     FilterRef,
     LabelConfig,
     MergeConfig,
-    OracleConfig,
     PrefilterConfig,
     SplitConfig,
     TrainConfig,
 )
 from distill.errors import ConfigError, DistillError, InputError
 from distill.filterspec import FilterSpec, load_filter
+from distill.providers import ProviderConfig
 
 log = logging.getLogger("distill")
 
@@ -91,22 +91,27 @@ def _sample_per_reason(blocked: list[dict[str, Any]], size: int) -> list[dict[st
 
 # ----------------------------------------------------------------------------- label
 def label(
-    label_cfg: LabelConfig, oracle_cfg: OracleConfig, spec: FilterSpec, input_path: str | Path,
+    label_cfg: LabelConfig, oracle_cfg: ProviderConfig, spec: FilterSpec, input_path: str | Path,
     metrics_dir: Path = METRICS_DIR, provider=None,
 ) -> dict[str, Any]:
-    """Label every record of ``input_path`` (see :mod:`distill.oracle.engine`); write labels, invalid
+    """Label every record of ``input_path`` (see :mod:`distill.labeling.engine`); write labels, invalid
     records, events and metrics. Raises DistillError after writing when requests failed for good or the
-    budget stopped the run: what was answered is cached, and a rerun continues from there."""
-    from distill.oracle import make_provider
-    from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Budget, Events, Labeler, TooManyProviderErrors
-    from distill.oracle.limits import Scheduler
-    from distill.oracle.progress import Progress
+    budget stopped the run, and RuntimeCrash when the local runtime died: what was answered is cached,
+    and a rerun continues from there."""
+    from distill.labeling.build import build_labeler, providers_for
+    from distill.labeling.cache import ResponseCache
+    from distill.labeling.engine import TooManyProviderErrors
+    from distill.labeling.events import Events
+    from distill.labeling.progress import Progress
+    from distill.providers.prices import budget_problem
 
     input_path = _require(input_path, "run the prefilter stage first")
+    problem = budget_problem(oracle_cfg, label_cfg.budget_usd)
+    if problem:  # before any request: a cap on dollars needs a price
+        raise ConfigError(problem)
     batch_metrics = None
     if label_cfg.mode == "batch":
-        from distill.oracle.batch import run_batch
+        from distill.labeling.batch import run_batch
 
         try:  # fills the cache; the online pass below materialises it without a request
             batch_metrics = run_batch(label_cfg, oracle_cfg, spec, input_path)
@@ -115,28 +120,21 @@ def label(
                 jsonl.write_json(metrics_dir / "label.json", {"batch": e.batch_metrics, "stopped": str(e)})
             raise
     # every provider is built (and its key checked) before any request
-    providers = [(provider or make_provider(oracle_cfg), oracle_cfg.weight)]
-    providers += [(make_provider(member), member.weight) for member in oracle_cfg.mix]
+    providers = [(provider, oracle_cfg.weight)] if provider is not None else providers_for(oracle_cfg)
     with open(input_path, encoding="utf-8") as fh:
         total = sum(1 for line in fh if line.strip())  # as read_jsonl counts them
     out = Path(label_cfg.output_dir)
     cache = ResponseCache(label_cfg.cache_path)
-    scheduler = Scheduler(oracle_cfg.limits, label_cfg.concurrency)
     events = Events(out / "events.jsonl")
-    labeler = Labeler(
-        spec, providers, cache, max_words=label_cfg.max_words, max_attempts=label_cfg.max_attempts,
-        temperature=oracle_cfg.temperature, max_tokens=oracle_cfg.max_tokens, seed=oracle_cfg.seed,
-        transport_retries=label_cfg.transport_retries, backoff_initial_s=label_cfg.backoff_initial_s,
-        backoff_max_s=label_cfg.backoff_max_s, scheduler=scheduler, budget=Budget(label_cfg.budget_usd),
-        events=events,
-    )
+    labeler = build_labeler(spec, oracle_cfg, label_cfg, cache, providers=providers, events=events)
+    limits = labeler.scheduler.describe()
     names = ", ".join(f"{p.describe()} (weight {w:g})" if len(providers) > 1 else p.describe() for p, w in providers)
     log.info("label: %d records with %s; limits: %s; up to %d attempts and %d transport retries each; "
-             "budget %s; cache %s (%d answers)", total, names, scheduler.describe(), label_cfg.max_attempts,
+             "budget %s; cache %s (%d answers)", total, names, limits, label_cfg.max_attempts,
              label_cfg.transport_retries, f"${label_cfg.budget_usd:g}" if label_cfg.budget_usd is not None else "none",
              label_cfg.cache_path, len(cache))
-    events.emit("run_start", total=total, oracle=names, limits=scheduler.describe(), budget_usd=label_cfg.budget_usd)
-    progress = Progress(total, labeler, label_cfg.progress, label_cfg.progress_interval_s, scheduler.describe())
+    events.emit("run_start", total=total, oracle=names, limits=limits, budget_usd=label_cfg.budget_usd)
+    progress = Progress(total, labeler, label_cfg.progress, label_cfg.progress_interval_s, limits)
     t0 = time.perf_counter()
 
     async def run() -> None:
@@ -187,13 +185,20 @@ def label(
 
 
 # ----------------------------------------------------------------------------- merge
-def merge(cfg: MergeConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    """Merge the label stage's ``labels`` with every ``*.jsonl`` label file in ``merge.extra_dir``
+    (earlier runs, other oracles), rescored with the current filter; drop duplicates."""
     from distill.merge import dedup_exact, rescore
 
+    inputs = [_require(labels, "run the label stage first")]
+    extra = Path(cfg.extra_dir)
+    if extra.is_dir():
+        inputs += sorted(extra.glob("*.jsonl"))
+
     def rows():
-        for path in cfg.inputs:
-            for row in jsonl.read_jsonl(_require(path, "list existing label files in merge.inputs")):
-                yield {**rescore(row, spec), "label_file": path}
+        for path in inputs:
+            for row in jsonl.read_jsonl(path):
+                yield {**rescore(row, spec), "label_file": str(path)}
 
     out = Path(cfg.output_dir)
     kept, dropped = 0, 0
@@ -207,7 +212,7 @@ def merge(cfg: MergeConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -
             else:
                 dupes.write({**dup, "label_file": row["label_file"]})
                 dropped += 1
-    metrics = {"inputs": len(cfg.inputs), "rows_in": kept + dropped, "kept": kept, "exact_duplicates": dropped,
+    metrics = {"inputs": len(inputs), "rows_in": kept + dropped, "kept": kept, "exact_duplicates": dropped,
                "tiers": {t: tiers.get(t, 0) for t in spec.tier_names}}
     jsonl.write_json(metrics_dir / "merge.json", metrics)
     log.info("merge: %d rows in, %d kept, %d exact duplicates dropped", kept + dropped, kept, dropped)
@@ -255,7 +260,7 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
         import shutil
 
         shutil.rmtree(out)
-    metrics = train_student(student_cfg, train_rows, val_rows, spec.dimension_names, out)
+    metrics = train_student(student_cfg, train_rows, val_rows, spec.dimension_names, out, spec.scale_max)
     metrics = {"student": student_cfg.kind, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
     jsonl.write_json(metrics_dir / "train.json", metrics)
     log.info("train: %s", metrics)
@@ -276,12 +281,13 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
     metrics, rows, per_dim = score(test_rows, predictions, spec)
     metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
     agreement = Path(metrics_dir) / "oracle_agreement.json"
-    if agreement.is_file():  # from `distill oracle-check`: the oracle's own noise, the student's floor
+    if agreement.is_file():  # the oracle_check stage's: the oracle's own noise, the student's floor
         import json
 
         floor = json.loads(agreement.read_text(encoding="utf-8"))
-        keys = ("mean_dimension_mae", "overall_mae", "tier_agreement")
-        metrics["oracle_floor"] = {k: floor.get(k) for k in keys}
+        if floor.get("measured", True):
+            keys = ("mean_dimension_mae", "overall_mae", "tier_agreement")
+            metrics["oracle_floor"] = {k: floor.get(k) for k in keys}
     out = Path(cfg.output_dir)
     jsonl.write_json(out / "confusion.json", rows)
     jsonl.write_json(out / "per_dimension.json", per_dim)

@@ -1,4 +1,5 @@
-"""What every stage entry point shares: load params, set up logging, turn user errors into exit 2."""
+"""What every stage entry point shares: load params, set up logging, turn user errors into exit 2
+(and a crashed native runtime into exit 3, see :class:`distill.isolation.RuntimeCrash`)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def stage(fn: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
         load_dotenv()
         try:
             fn(read_params(os.environ.get("DISTILL_PARAMS", "params.yaml")))
-        except DistillError as e:
+        except DistillError as e:  # a message for the user, never a traceback
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_status", 2))
         except KeyboardInterrupt:
             print("interrupted: finished oracle answers are cached; rerun to resume", file=sys.stderr)
             sys.exit(130)

@@ -5,7 +5,7 @@ would not see its requests). It runs an aiohttp app on its own event loop in a b
 listening on 127.0.0.1 with an OS-assigned port, and records every request it receives.
 
     with FakeAnthropic() as srv:
-        cfg = OracleConfig(provider="anthropic", model="m", base_url=srv.base_url, api_key_env=...)
+        cfg = oracle_config(provider="anthropic", model="m", base_url=srv.base_url, api_key_env=...)
         ...
         assert srv.count == 20
 

@@ -5,7 +5,7 @@ Google's ``google-genai`` SDK speaks real HTTP to it (its async client uses aioh
 background thread, listening on 127.0.0.1 with an OS-assigned port, and records every request.
 
     with FakeGemini() as srv:
-        cfg = OracleConfig(provider="gemini", model="fake", base_url=srv.base_url, api_key_env=...)
+        cfg = oracle_config(provider="gemini", model="fake", base_url=srv.base_url, api_key_env=...)
         ...
         assert srv.count == 20
 

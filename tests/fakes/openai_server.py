@@ -5,7 +5,7 @@ not see its requests). It runs an aiohttp app on its own event loop in a backgro
 on 127.0.0.1 with an OS-assigned port, and records every request it receives.
 
     with FakeOpenAI(latency_s=0.05) as srv:
-        cfg = OracleConfig(provider="openai", model="fake", base_url=srv.base_url, api_key_env=...)
+        cfg = oracle_config(provider="openai", model="fake", base_url=srv.base_url, api_key_env=...)
         ...
         assert srv.count == 20
 

@@ -16,11 +16,11 @@ from distill.errors import ConfigError
 MANIFEST = "student.json"
 
 
-def save_manifest(out_dir: str | Path, kind: str, config: dict[str, Any], dimensions: list[str]) -> None:
+def save_manifest(out_dir: str | Path, kind: str, config: dict[str, Any], dimensions: list[str],
+                  scale_max: int = 10) -> None:
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / MANIFEST).write_text(
-        json.dumps({"kind": kind, "config": config, "dimensions": dimensions}, indent=2) + "\n", encoding="utf-8"
-    )
+    manifest = {"kind": kind, "config": config, "dimensions": dimensions, "scale_max": scale_max}
+    (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
@@ -30,16 +30,18 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def train_student(cfg, train: list[dict], val: list[dict], dimensions: list[str], out_dir: str | Path) -> dict[str, Any]:
-    """Train the student ``cfg`` describes and save it under ``out_dir``; return training metrics."""
+def train_student(cfg, train: list[dict], val: list[dict], dimensions: list[str], out_dir: str | Path,
+                  scale_max: int = 10) -> dict[str, Any]:
+    """Train the student ``cfg`` describes and save it under ``out_dir``; return training metrics.
+    Scores lie on 0..``scale_max`` (the filter's scale)."""
     if cfg.kind == "sklearn":
         from distill.students.sklearn_student import train as train_sklearn
 
-        return train_sklearn(cfg, train, val, dimensions, out_dir)
+        return train_sklearn(cfg, train, val, dimensions, out_dir, scale_max)
     if cfg.kind == "lora":
         from distill.students.lora import train as train_lora
 
-        return train_lora(cfg, train, val, dimensions, out_dir)
+        return train_lora(cfg, train, val, dimensions, out_dir, scale_max)
     raise ConfigError(f"unknown student kind {cfg.kind!r}")
 
 

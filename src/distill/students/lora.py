@@ -76,7 +76,7 @@ def _fix_chat_special_tokens(tokenizer, model) -> None:
 
 def resolve_base(base_model: str) -> str:
     if base_model == PACKAGED_BASE:
-        from distill.models import packaged_gguf
+        from distill.providers.local import packaged_gguf
 
         return str(convert_gguf(packaged_gguf()))
     return base_model
@@ -97,7 +97,8 @@ def _load_tokenizer(path: str):
     return tok
 
 
-def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[str], out_dir: str | Path) -> dict[str, Any]:
+def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[str], out_dir: str | Path,
+          scale_max: int = 10) -> dict[str, Any]:
     import datasets
     import torch
     from datasets import Dataset
@@ -171,7 +172,7 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[st
     out = Path(out_dir)
     trainer.model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")
-    save_manifest(out, "lora", cfg.model_dump(), dimensions)
+    save_manifest(out, "lora", cfg.model_dump(), dimensions, scale_max)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
 

@@ -11,32 +11,32 @@ Records stream in; at most ``concurrency`` requests are in flight (fewer when th
 cap has backed off) and a bounded window of records is held, so memory does not grow with the corpus.
 Results come out in input order, which keeps the materialised output deterministic.
 
-Optional collaborators: a :class:`~distill.oracle.limits.Scheduler` (rate limits, adaptive
-concurrency), a :class:`Budget` (stop before spend passes a cap), an :class:`Events` sink (append-only
-``events.jsonl`` and live progress), and several providers with weights (deterministic weighted routing
-per record, failover to the next provider when one is down).
+Optional collaborators: a :class:`~distill.labeling.limits.Scheduler` (rate limits, adaptive
+concurrency), a :class:`~distill.labeling.budget.Budget` (stop before spend passes a cap), an
+:class:`~distill.labeling.events.Events` sink (append-only ``events.jsonl`` and live progress), and
+several providers with weights (deterministic weighted routing per record, failover to the next
+provider when one is down). :func:`distill.labeling.build.build_labeler` wires them from the config.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from distill.compress import compress
-from distill.config import Pricing
 from distill.errors import DistillError
 from distill.filterspec import FilterSpec
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
-from distill.oracle.cache import ResponseCache, request_key
-from distill.validate import Invalid, check
+from distill.labeling.budget import Budget, request_cost
+from distill.labeling.cache import ResponseCache, request_key
+from distill.labeling.conversation import Conversation, schema_validator
+from distill.labeling.events import Events
+from distill.providers.base import ChatRequest, ChatResponse, Pricing, Provider, ProviderError
+from distill.providers.prices import price_for
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +68,10 @@ class LabelStats:
         return d
 
     def count_provider(self, name: str, **inc: float) -> None:
-        slot = self.by_provider.setdefault(name, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
+        """Per-provider counters: paid ``requests`` (with their tokens and cost) and ``cache_hits``,
+        so the section is there, with the same keys, whether the answers were paid or replayed."""
+        slot = self.by_provider.setdefault(
+            name, {"requests": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})
         for k, v in inc.items():
             slot[k] = round(slot.get(k, 0) + v, 6)
 
@@ -79,128 +82,6 @@ class TooManyProviderErrors(ProviderError):
 
 class BudgetReached(DistillError):
     pass
-
-
-# ----------------------------------------------------------------------------- cost and budget
-def request_cost(price: Pricing, input_tokens: float, output_tokens: float, discount: float = 1.0) -> float:
-    return discount * (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
-
-
-class Budget:
-    """Admit a request only if spent + reserved in-flight cost + its own worst-case cost fits the cap.
-
-    The worst case reserves the estimated input and the full ``max_tokens`` of output, so spend can
-    never pass the cap; each reservation is trued up to the real cost when the answer arrives.
-    :meth:`admit` is first come, first served: a request that does not fit waits for reservations in
-    flight to settle (they usually cost less than reserved), and no later request overtakes it, even a
-    cheaper one. When nothing is in flight and the head of the queue still does not fit, the budget
-    closes: that request and every one after it are refused. So a run stops within one worst-case
-    request of the cap, and what it labelled is a prefix of its input (a re-ask queues like any
-    request, so a record whose re-ask was refused is the one exception); a rerun continues from there.
-    """
-
-    def __init__(self, cap_usd: float | None):
-        self.cap = cap_usd
-        self.spent = 0.0
-        self.reserved = 0.0
-        self.reached = False  # closed: nothing more is admitted in this run
-        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
-
-    def fits(self, cost: float) -> bool:
-        return self.cap is None or self.spent + self.reserved + cost <= self.cap + 1e-12
-
-    def reserve(self, cost: float) -> bool:
-        """Reserve now or refuse now (no queue): the batch runner's admission."""
-        if self.reached or not self.fits(cost):
-            self.reached = True
-            return False
-        self.reserved += cost
-        return True
-
-    async def admit(self, cost: float) -> bool:
-        """Reserve ``cost`` in arrival order, waiting while reservations in flight may still shrink."""
-        if self.reached:
-            return False
-        if not self._waiters:
-            if self.fits(cost):
-                self.reserved += cost
-                return True
-            if self.reserved <= 1e-12:  # nothing in flight can free room: closed
-                self.reached = True
-                return False
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append((cost, future))
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.result():
-                self.release(cost)  # admitted, then cancelled before it could run
-            raise
-
-    def settle(self, reserved: float, actual: float) -> None:
-        self.reserved -= reserved
-        self.spent += actual
-        self._pump()
-
-    def release(self, reserved: float) -> None:
-        self.reserved -= reserved
-        self._pump()
-
-    def _pump(self) -> None:
-        """Admit waiters from the head while they fit; close when the head cannot fit at all."""
-        while self._waiters:
-            cost, future = self._waiters[0]
-            if future.done():  # cancelled while waiting
-                self._waiters.popleft()
-                continue
-            if self.fits(cost):
-                self._waiters.popleft()
-                self.reserved += cost
-                future.set_result(True)
-                continue
-            if self.reserved <= 1e-12:
-                self.reached = True
-                while self._waiters:
-                    _, waiting = self._waiters.popleft()
-                    if not waiting.done():
-                        waiting.set_result(False)
-            return
-
-
-# ----------------------------------------------------------------------------- events
-_EVENT_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(row, ensure_ascii=False), without a new encoder per line
-
-
-class Events:
-    """Append-only JSON lines (one per request done, retry, rate limit, invalid record, budget stop),
-    plus in-process listeners (the live progress panel). ``path=None`` keeps them in memory only."""
-
-    def __init__(self, path: str | Path | None = None, keep_last: int = 8):
-        self.path = Path(path) if path else None
-        self._fh = None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - closed by close()
-        self.last: deque[dict[str, Any]] = deque(maxlen=keep_last)
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
-
-    def emit(self, event: str, **fields: Any) -> None:
-        row = {"t": round(time.time(), 3), "event": event, **fields}
-        if event != "request_done":
-            self.last.append(row)
-        if self._fh:
-            self._fh.write(_EVENT_JSON.encode(row) + "\n")
-        for listener in self.listeners:
-            listener(row)
-
-    def flush(self) -> None:
-        if self._fh:
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh:
-            self._fh.close()
-            self._fh = None
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -258,7 +139,6 @@ class Labeler:
         backoff_max_s: float = 60.0,
         scheduler=None,
         budget: Budget | None = None,
-        prices: dict[str, Pricing] | None = None,
         events: Events | None = None,
     ):
         self.spec = spec
@@ -278,7 +158,9 @@ class Labeler:
         self.backoff_max_s = backoff_max_s
         self.scheduler = scheduler
         self.budget = budget or Budget(None)
-        self.prices = prices or {}
+        #: the price each provider is charged at; unknown prices count as free (a budget refuses them)
+        self.prices = {id(p): price_for(p.cfg)[0] or Pricing() for p, _ in self.providers}
+        self.validate = schema_validator(spec.json_schema)
         self.events = events or Events(None)
         self._consecutive_errors = 0
         self._down: set[int] = set()  # providers that failed for good in this run
@@ -307,8 +189,8 @@ class Labeler:
         order = [self.providers[first][0]] + [p for i, (p, _) in enumerate(self.providers) if i != first]
         return [p for p in order if id(p) not in self._down] or order
 
-    def _price(self, provider: Provider) -> Pricing:
-        return self.prices.get(provider.describe()) or getattr(provider.cfg, "price", None) or Pricing()
+    def price(self, provider: Provider) -> Pricing:
+        return self.prices[id(provider)]
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -331,16 +213,17 @@ class Labeler:
             self.stats.cache_hits += 1
             self.stats.cached_input_tokens += cached.input_tokens
             self.stats.cached_output_tokens += cached.output_tokens
+            self.stats.count_provider(provider.describe(), cache_hits=1)
             return cached, True
         if self.stop_reason:
             raise BudgetReached(self.stop_reason)
-        price = self._price(provider)
+        price = self.price(provider)
         est_in, est_out = estimate_tokens(messages), request.max_tokens
         reservation = request_cost(price, est_in, est_out)
         if not await self.budget.admit(reservation):
             if not self.stop_reason:  # the first to find the cap reached says so, once
                 self.stop_reason = (f"budget reached: ${self.budget.spent:.4f} spent, "
-                                    f"${self.budget.reserved:.4f} in flight, cap ${self.budget.cap:.4f}")
+                                    f"${max(0.0, self.budget.reserved):.4f} in flight, cap ${self.budget.cap:.4f}")
                 self.events.emit("budget_reached", spent_usd=round(self.budget.spent, 6), cap_usd=self.budget.cap)
             raise BudgetReached(self.stop_reason)
         if self.stop_reason:  # stopped while this one waited for the budget
@@ -433,7 +316,9 @@ class Labeler:
         item = self.prepare(record)
         self.stats.records += 1
         failures: list[dict[str, Any]] = []
+        tried = self.provider
         for provider in self.route(item["id"]):
+            tried = provider
             try:
                 return await self._label_with(provider, item)
             except BudgetReached:
@@ -451,52 +336,36 @@ class Labeler:
                     self._down.add(id(provider))
                     self.events.emit("provider_down", oracle=provider.describe(), error=str(e)[:200])
         self.stats.provider_errors += 1
-        return self._invalid(item, failures, "provider_error", self.provider)
+        return self._invalid(item, failures, "provider_error", tried)
 
     async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        conversation = list(item["messages"])
-        attempts: list[dict[str, Any]] = []
+        conversation = Conversation(item["messages"], self.validate, self.max_attempts)
         usage = {"input_tokens": 0, "output_tokens": 0}
-        for n in range(1, self.max_attempts + 1):
+        while (messages := conversation.messages()) is not None:
             try:
-                response, cached = await self._ask(provider, conversation, item["id"])
+                response, cached = await self._ask(provider, messages, item["id"])
             except ProviderError as e:
-                e.attempts = attempts  # the invalid record keeps the answers that were not accepted
+                e.attempts = conversation.attempts  # the invalid record keeps the answers not accepted
                 raise
             self._consecutive_errors = 0
             self.stats.attempts += 1
             usage["input_tokens"] += response.input_tokens
             usage["output_tokens"] += response.output_tokens
-            result = check(response.text, self.spec.json_schema, response.finish_reason)
-            if not isinstance(result, Invalid):
-                self.stats.valid += 1
-                label = {name: result[name] for name in [*self.spec.dimension_names, "reasoning"]}
-                scores = {name: result[name] for name in self.spec.dimension_names}
-                overall, tier = self.spec.score(scores)
-                return "valid", {
-                    "id": item["id"],
-                    "title": item["title"],
-                    "text": item["text"],
-                    "metadata": item.get("metadata", {}),
-                    "messages": item["messages"],
-                    "label": label,
-                    "scores": scores,
-                    "overall": overall,
-                    "tier": tier,
-                    "oracle": provider.describe(),
-                    "attempts": n,
-                    "usage": usage,
-                }
-            attempts.append({
-                "attempt": n, "reason": result.reason, "detail": result.detail,
-                "finish_reason": response.finish_reason, "text": response.text, "cached": cached,
-            })
-            conversation = [
-                *conversation,
-                {"role": "assistant", "content": response.text or ""},
-                {"role": "user", "content": result.feedback},
-            ]
-        return self._invalid(item, attempts, attempts[-1]["reason"], provider)
+            conversation.answer(response, cached)
+        if not conversation.valid:
+            return self._invalid(item, conversation.attempts, conversation.reason, provider)
+        self.stats.valid += 1
+        return "valid", {
+            "id": item["id"],
+            "title": item["title"],
+            "text": item["text"],
+            "metadata": item.get("metadata", {}),
+            "messages": item["messages"],
+            **self.spec.labelled(conversation.result),
+            "oracle": provider.describe(),
+            "attempts": conversation.answers,
+            "usage": usage,
+        }
 
     def _invalid(self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str,
                  provider: Provider) -> tuple[str, dict[str, Any]]:

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
-from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import (
+from distill.providers.base import (
     ChatRequest,
     ChatResponse,
+    KeyedConfig,
     Provider,
     ProviderError,
     retry_after_from_headers,
+    short,
 )
 
 TOOL_NAME = "submit_label"
@@ -50,10 +51,14 @@ _EMPTY_TURN = "(empty answer)"
 log = logging.getLogger(__name__)
 
 
+class AnthropicConfig(KeyedConfig):
+    provider: Literal["anthropic"]
+
+
 class AnthropicProvider(Provider):
     name = "anthropic"
 
-    def __init__(self, cfg: OracleConfig):
+    def __init__(self, cfg: AnthropicConfig):
         super().__init__(cfg)
         self._key = cfg.api_key()  # fails now, before any request, when the key is missing
         self._client = None
@@ -102,24 +107,28 @@ class AnthropicProvider(Provider):
         }
         if system is not None:
             kwargs["system"] = system
+        # decided per request: a request sent with a temperature that the model refuses is asked
+        # again without one, even when a concurrent request has already turned the flag off
+        with_temperature = self._send_temperature
         try:
             try:
-                resp = await self._create(client, kwargs, request.temperature)
+                resp = await self._create(client, kwargs, request.temperature if with_temperature else None)
             except anthropic.BadRequestError as e:
-                if not (self._send_temperature and "temperature" in str(e.api_message or "")):
+                if not (with_temperature and "temperature" in str(e.api_message or "")):
                     raise
-                self._send_temperature = False
-                log.info("%s does not take a temperature; asking without one", self.describe())
-                resp = await self._create(client, kwargs, request.temperature)
+                if self._send_temperature:
+                    self._send_temperature = False
+                    log.info("%s does not take a temperature; asking without one", self.describe())
+                resp = await self._create(client, kwargs, None)
         except anthropic.APIStatusError as e:
             detail = e.api_message or e.message
             retry_after = retry_after_from_headers(e.response.headers, e.status_code)
-            raise self._error(f"answered HTTP {e.status_code}: {_short(detail)}", status=e.status_code,
+            raise self._error(f"answered HTTP {e.status_code}: {short(detail)}", status=e.status_code,
                               retry_after=retry_after) from None
         except anthropic.AnthropicError as e:
-            raise self._error(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
+            raise self._error(f"request failed: {type(e).__name__}: {short(str(e))}") from None
         except ValueError as e:  # a 200 whose body is not a message (e.g. a proxy's HTML page)
-            raise self._error(f"sent an unreadable response: {_short(str(e))}") from None
+            raise self._error(f"sent an unreadable response: {short(str(e))}") from None
         if not isinstance(getattr(resp, "content", None), list):  # not a message: never cache it
             raise self._error("answered without a message")
         return self._response(resp)
@@ -127,8 +136,8 @@ class AnthropicProvider(Provider):
     def _error(self, what: str, **kw) -> ProviderError:
         return ProviderError(f"{self.describe()} {what}", **kw)
 
-    async def _create(self, client: Any, kwargs: dict[str, Any], temperature: float) -> Any:
-        extra = {"extra_body": {"temperature": temperature}} if self._send_temperature else {}
+    async def _create(self, client: Any, kwargs: dict[str, Any], temperature: float | None) -> Any:
+        extra = {"extra_body": {"temperature": temperature}} if temperature is not None else {}
         return await client.messages.create(**kwargs, **extra)
 
     def _response(self, resp: Any) -> ChatResponse:
@@ -151,7 +160,6 @@ class AnthropicProvider(Provider):
             output_tokens=(usage.output_tokens or 0) if usage else 0,
             finish_reason=finish,
             model=resp.model or self.model,
-            extra={"stop_reason": resp.stop_reason},
         )
 
     async def aclose(self) -> None:
@@ -160,6 +168,6 @@ class AnthropicProvider(Provider):
             await client.close()
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+Config = AnthropicConfig
+Online = AnthropicProvider
+Batch = None  # Anthropic's Message Batches API is not implemented: label.mode=batch names the others

@@ -2,7 +2,7 @@
 
 A student cannot be judged below that floor. ``distill oracle-check`` draws a seeded sample of the
 prefilter's ``passed.jsonl``, labels it with the configured oracle and with a second one, through
-the normal :class:`~distill.oracle.engine.Labeler` and response cache (so a rerun is free, and the
+the normal :class:`~distill.labeling.engine.Labeler` and response cache (so a rerun is free, and the
 first pass reuses what the label stage already paid for), and writes
 ``metrics/oracle_agreement.json``: per-dimension MAE between the two, their mean, the overall-score
 MAE, the share of items with the same tier and Cohen's kappa on tiers, over the items both labelled
@@ -28,16 +28,14 @@ from typing import Any
 import yaml
 
 from distill import jsonl
-from distill.config import (
-    LabelConfig,
-    OracleCheckConfig,
-    OracleConfig,
-    _validate,
-    read_params,
-    section,
-)
+from distill.config import SECTIONS, LabelConfig, OracleCheckConfig, _validate, read_params, section
 from distill.errors import ConfigError, DistillError, InputError
 from distill.filterspec import FilterSpec, load_filter
+from distill.labeling.budget import Budget
+from distill.labeling.build import build_labeler, providers_for
+from distill.labeling.cache import ResponseCache
+from distill.labeling.engine import TooManyProviderErrors
+from distill.providers import ProviderConfig
 
 log = logging.getLogger("distill")
 
@@ -58,11 +56,12 @@ _GENERATION_INERT = {
     "sdk_max_retries",
     "transport",
     "n_threads",
+    "n_batch",
     "api_key_env",
 }
 
 
-def _answer_identity(cfg: OracleConfig) -> dict[str, Any]:
+def _answer_identity(cfg: ProviderConfig) -> dict[str, Any]:
     """What decides the answers (and the cache keys) of an oracle config."""
     return cfg.model_dump(exclude=_GENERATION_INERT | {"mix"}) | {
         "mix": [_answer_identity(m) for m in cfg.mix]
@@ -70,8 +69,8 @@ def _answer_identity(cfg: OracleConfig) -> dict[str, Any]:
 
 
 def second_oracle(
-    first: OracleConfig, second: OracleConfig | str | None, config_dir: str | Path = "conf"
-) -> tuple[OracleConfig, str]:
+    first: ProviderConfig, second: ProviderConfig | str | None, config_dir: str | Path = "conf"
+) -> tuple[ProviderConfig, str]:
     """The second oracle's config and how it was chosen."""
     if second is None:
         seed = (first.seed if first.seed is not None else 0) + 1
@@ -92,7 +91,7 @@ def second_oracle(
             raw = compose(Path(config_dir), [f"oracle={second}"])["oracle"]
         else:
             raw = yaml.safe_load(text) or {}
-        cfg = _validate("oracle_check.second", OracleConfig, raw)
+        cfg = _validate("oracle_check.second", SECTIONS["oracle"], raw)
         how = f"{path}"
     else:
         cfg = second
@@ -173,7 +172,7 @@ def agreement(
 
 
 # ----------------------------------------------------------------------------- labelling
-def _describe(cfg: OracleConfig) -> dict[str, Any]:
+def _describe(cfg: ProviderConfig) -> dict[str, Any]:
     members = [cfg, *cfg.mix]
     names = [f"{m.provider}:{m.model}" for m in members]
     return {
@@ -186,7 +185,7 @@ def _describe(cfg: OracleConfig) -> dict[str, Any]:
 
 async def _label_pass(
     spec: FilterSpec,
-    cfg: OracleConfig,
+    cfg: ProviderConfig,
     label_cfg: LabelConfig,
     cache,
     budget,
@@ -194,24 +193,7 @@ async def _label_pass(
     providers,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Label ``sample`` with one oracle config as label would: valid rows by id, and stats."""
-    from distill.oracle.engine import Labeler, TooManyProviderErrors
-    from distill.oracle.limits import Scheduler
-
-    labeler = Labeler(
-        spec,
-        providers,
-        cache,
-        max_words=label_cfg.max_words,
-        max_attempts=label_cfg.max_attempts,
-        temperature=cfg.temperature,
-        max_tokens=cfg.max_tokens,
-        seed=cfg.seed,
-        transport_retries=label_cfg.transport_retries,
-        backoff_initial_s=label_cfg.backoff_initial_s,
-        backoff_max_s=label_cfg.backoff_max_s,
-        scheduler=Scheduler(cfg.limits, label_cfg.concurrency),
-        budget=budget,
-    )
+    labeler = build_labeler(spec, cfg, label_cfg, cache, providers=providers, budget=budget)
     valid: dict[str, dict[str, Any]] = {}
     try:
         async for kind, row in labeler.run(sample, label_cfg.concurrency):
@@ -248,22 +230,20 @@ def oracle_check(
     output: str | Path = DEFAULT_OUTPUT,
     config_dir: str | Path = "conf",
     sample_size: int | None = None,
+    only_ids: set[str] | None = None,
     providers: tuple | None = None,
 ) -> dict[str, Any]:
     """Run the check and write ``output``; return what was written.
 
-    ``providers`` (tests): ready provider lists for the first and second pass, instead of building
-    them from the config.
+    ``only_ids``: sample only the records with these ids (the ``oracle_check`` stage passes the test
+    split's, so the floor is measured on the items the student is judged on). ``providers`` (tests):
+    ready provider lists for the first and second pass, instead of building them from the config.
     """
-    from distill.oracle import make_provider
-    from distill.oracle.cache import ResponseCache
-    from distill.oracle.engine import Budget
-
     cfg = check_config(params)
     if sample_size is not None:
         cfg = cfg.model_copy(update={"sample_size": sample_size})
     spec = load_filter(section(params, "filter").path)
-    first: OracleConfig = section(params, "oracle")
+    first: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     second, how = second_oracle(first, cfg.second, config_dir)
     if input_path is None:
@@ -271,20 +251,18 @@ def oracle_check(
     input_path = Path(input_path)
     if not input_path.is_file():
         raise InputError(f"{input_path} not found: run the prefilter stage first (or pass --input)")
-    sample = seeded_sample(jsonl.read_jsonl(input_path), cfg.sample_size, cfg.seed)
+    records = jsonl.read_jsonl(input_path)
+    if only_ids is not None:
+        records = (r for r in records if r["id"] in only_ids)
+    sample = seeded_sample(records, cfg.sample_size, cfg.seed)
     if not sample:
         raise InputError(f"{input_path} holds no records to sample")
 
     # every provider is built (and its key checked) before any request
     if providers is None:
-        first_providers = [(make_provider(first), first.weight)] + [
-            (make_provider(m), m.weight) for m in first.mix
-        ]
-        if cfg.second is None:  # the same providers, asked with other generation parameters
-            second_providers = first_providers
-        else:
-            second_providers = [(make_provider(second), second.weight)]
-            second_providers += [(make_provider(m), m.weight) for m in second.mix]
+        first_providers = providers_for(first)
+        # with second: null, the same providers, asked with other generation parameters
+        second_providers = first_providers if cfg.second is None else providers_for(second)
     else:
         first_providers, second_providers = providers
     log.info(

@@ -10,6 +10,9 @@ default (``oracle.thinking_budget: 0``; ``null`` leaves the model's default). Th
 the environment variable named by ``oracle.api_key_env`` and sent only in the ``x-goog-api-key``
 header. The SDK (3.x) posts to ``{base_url}/v1/models/{model}:generateContent``.
 
+The batch API (:class:`GeminiBatch`, ``label.mode=batch``) sends the same request contents inlined
+in ``models/{model}:batchGenerateContent`` and reads answers with the same :meth:`GeminiProvider._response`.
+
 Transport retries are the SDK's own (``HttpRetryOptions``: exponential backoff with jitter on 408,
 429 and 5xx, ``oracle.sdk_max_retries`` retries). Unlike the openai and anthropic SDKs, google-genai
 does not read ``Retry-After``.
@@ -18,16 +21,26 @@ does not read ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from distill.config import OracleConfig
 from distill.errors import ConfigError
-from distill.oracle.base import (
+from distill.providers.base import (
+    CANCELLED,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    LOST,
+    PENDING,
+    BatchBackend,
+    BatchItem,
     ChatRequest,
     ChatResponse,
+    JobStatus,
+    KeyedConfig,
     Provider,
     ProviderError,
     retry_after_from_headers,
+    short,
 )
 
 #: JSON-schema keywords kept in ``response_json_schema``; anything else is dropped before sending
@@ -81,6 +94,12 @@ def finish_reason(raw: str | None) -> str | None:
     return raw.lower()
 
 
+class GeminiConfig(KeyedConfig):
+    provider: Literal["gemini"]
+    #: thinking tokens the model may spend (billed as output); 0: off; null: the model's default
+    thinking_budget: int | None = 0
+
+
 class GeminiProvider(Provider):
     name = "gemini"
 
@@ -89,38 +108,41 @@ class GeminiProvider(Provider):
     retry_max_delay_s: float = 60.0
     retry_jitter_s: float = 1.0
 
-    def __init__(self, cfg: OracleConfig):
+    def __init__(self, cfg: GeminiConfig):
         super().__init__(cfg)
         self._key = cfg.api_key()  # fails now, before any request, when the key is missing
         self._client = None
 
-    def cache_identity(self) -> dict[str, Any]:
+    @classmethod
+    def identity(cls, cfg: GeminiConfig) -> dict[str, Any]:
         # thinking changes the answer, so it is part of what the cache keys on
-        return {**super().cache_identity(), "thinking_budget": self.cfg.thinking_budget}
+        return {**super().identity(cfg), "thinking_budget": cfg.thinking_budget}
 
     def _client_or_create(self):
         if self._client is None:
-            try:
-                from google import genai
-                from google.genai import types
-            except ImportError as e:
-                raise ConfigError(
-                    "oracle.provider=gemini needs Google's google-genai SDK: "
-                    "`pip install google-genai`"
-                ) from e
-            options = types.HttpOptions(
-                base_url=self.cfg.base_url,
-                timeout=int(self.cfg.request_timeout_s * 1000),  # milliseconds
-                retry_options=types.HttpRetryOptions(
-                    attempts=self.cfg.sdk_max_retries + 1,
-                    initial_delay=self.retry_initial_delay_s,
-                    max_delay=self.retry_max_delay_s,
-                    jitter=self.retry_jitter_s,
-                ),
-            )
-            # vertexai=False: the Gemini Developer API with a key, whatever GOOGLE_GENAI_USE_* say
-            self._client = genai.Client(api_key=self._key, vertexai=False, http_options=options)
+            self._client = self.sdk_client(self.cfg.sdk_max_retries)
         return self._client
+
+    def sdk_client(self, retries: int):
+        """A google-genai client for this config (the batch backend makes its own, synchronous use)."""
+        try:
+            from google import genai
+            from google.genai import types
+        except ImportError as e:
+            raise ConfigError("oracle.provider=gemini needs Google's google-genai SDK: `pip install google-genai`") from e
+
+        options = types.HttpOptions(
+            base_url=self.cfg.base_url,
+            timeout=int(self.cfg.request_timeout_s * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(
+                attempts=retries + 1,
+                initial_delay=self.retry_initial_delay_s,
+                max_delay=self.retry_max_delay_s,
+                jitter=self.retry_jitter_s,
+            ),
+        )
+        # vertexai=False: the Gemini Developer API with a key, whatever GOOGLE_GENAI_USE_* say
+        return genai.Client(api_key=self._key, vertexai=False, http_options=options)
 
     def _contents_and_config(self, request: ChatRequest) -> tuple[list[Any], Any]:
         from google.genai import types
@@ -159,12 +181,12 @@ class GeminiProvider(Provider):
         except errors.APIError as e:
             detail = e.message or e.status or "no message"
             headers = getattr(getattr(e, "response", None), "headers", None)
-            raise self._error(f"answered HTTP {e.code}: {_short(detail)}", status=e.code,
+            raise self._error(f"answered HTTP {e.code}: {short(detail)}", status=e.code,
                               retry_after=retry_after_from_headers(headers, e.code)) from None
         except ValueError as e:  # a 200 whose body is not a response (e.g. a proxy's HTML page)
-            raise self._error(f"sent an unreadable response: {_short(str(e))}") from None
+            raise self._error(f"sent an unreadable response: {short(str(e))}") from None
         except _transport_errors() as e:
-            raise self._error(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
+            raise self._error(f"request failed: {type(e).__name__}: {short(str(e))}") from None
         return self._response(resp)
 
     def _error(self, what: str, **kw) -> ProviderError:
@@ -184,8 +206,7 @@ class GeminiProvider(Provider):
             if blocked is None:  # not an answer: never cache it
                 raise self._error("answered without a candidate")
             return ChatResponse(text=None, input_tokens=input_tokens, output_tokens=output_tokens,
-                                finish_reason="refusal", model=model,
-                                extra={"block_reason": _enum_name(blocked)})
+                                finish_reason="refusal", model=model)
         candidate = resp.candidates[0]
         parts = candidate.content.parts if candidate.content and candidate.content.parts else []
         texts = [p.text for p in parts if p.text is not None and not p.thought]
@@ -196,7 +217,6 @@ class GeminiProvider(Provider):
             output_tokens=output_tokens,
             finish_reason=finish_reason(raw_reason),
             model=model,
-            extra={"finish_reason_raw": raw_reason} if raw_reason else {},
         )
 
     async def aclose(self) -> None:
@@ -228,6 +248,90 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+
+# ----------------------------------------------------------------------------- batch
+class GeminiBatch(BatchBackend):
+    """The Gemini API's batch mode through google-genai: ``client.batches.create(model, src=[inlined
+    requests])`` (POST ``{base_url}/{version}/models/{model}:batchGenerateContent``), polled with
+    ``client.batches.get`` (GET ``{base_url}/{version}/batches/{id}``); responses come back inline
+    in the job, each with the request's ``metadata`` (``{"key": cache key}``, else by position).
+    Inlined requests are limited to 20 MB per batch."""
+
+    kind = "gemini"
+    max_items = 50_000
+    max_bytes = 19 * 1024 * 1024
+    _DONE: ClassVar[dict[str, str]] = {
+        "JOB_STATE_SUCCEEDED": COMPLETED,
+        "JOB_STATE_PARTIALLY_SUCCEEDED": COMPLETED,
+        "JOB_STATE_FAILED": FAILED,
+        "JOB_STATE_EXPIRED": EXPIRED,
+        "JOB_STATE_CANCELLED": CANCELLED,
+    }
+
+    def __init__(self, provider: GeminiProvider, retries: int):
+        super().__init__(provider, retries)
+        from google.genai import errors, types
+
+        self._types, self._errors = types, errors
+        self.client = provider.sdk_client(retries)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._errors.APIError as e:
+            raise ProviderError(f"{self.provider.describe()} batch {what}: HTTP {e.code}: "
+                                f"{short(e.message or e.status)}", status=e.code) from None
+        except _transport_errors() as e:
+            raise ProviderError(f"{self.provider.describe()} batch {what}: {type(e).__name__}: {short(e)}") from None
+
+    def item(self, key: str, request: ChatRequest) -> BatchItem:
+        contents, config = self.provider._contents_and_config(request)
+        inlined = self._types.InlinedRequest(contents=contents, config=config, metadata={"key": key})
+        return BatchItem(key, inlined, len(inlined.model_dump_json(exclude_none=True)))
+
+    def submit(self, items: list[BatchItem], note: str) -> tuple[str, str | None]:
+        job = self._call("create", self.client.batches.create, model=self.provider.model,
+                         src=[i.payload for i in items], config={"display_name": note})
+        return job.name, None
+
+    def poll(self, job_id: str) -> JobStatus:
+        try:
+            job = self._call("poll", self.client.batches.get, name=job_id)
+        except ProviderError as e:
+            if e.status == 404:
+                return JobStatus(LOST, str(e), provider_state="not found")
+            raise
+        raw_state = str(getattr(job.state, "value", job.state))
+        state = self._DONE.get(raw_state, PENDING)
+        detail = f"{job.error.code}: {job.error.message}" if job.error is not None else None
+        if detail is None and state not in (PENDING, COMPLETED):
+            detail = raw_state
+        return JobStatus(state, detail, job, raw_state)
+
+    def collect(self, job_id: str, status: JobStatus,
+                keys: list[str]) -> tuple[dict[str, ChatResponse], dict[str, str]]:
+        answers: dict[str, ChatResponse] = {}
+        errors: dict[str, str] = {}
+        job = status.raw
+        responses = (job.dest.inlined_responses if job is not None and job.dest is not None else None) or []
+        for i, inlined in enumerate(responses):
+            key = (inlined.metadata or {}).get("key") or (keys[i] if i < len(keys) else None)
+            if not key:
+                continue
+            if inlined.error is not None or inlined.response is None:
+                err = inlined.error
+                errors[key] = f"{err.code}: {short(err.message)}" if err else "no response"
+                continue
+            try:
+                answers[key] = self.provider._response(inlined.response)
+            except ProviderError as e:
+                errors[key] = str(e)
+        return answers, errors
+
+    def close(self) -> None:
+        self.client.close()
+
+
+Config = GeminiConfig
+Online = GeminiProvider
+Batch = GeminiBatch

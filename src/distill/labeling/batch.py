@@ -21,7 +21,7 @@ next round (only those), up to ``label.batch_max_resubmits`` times per run. Afte
 ``label.batch_timeout_s`` the run stops waiting and raises, leaving the jobs in the ledger for the
 next run to poll.
 
-Backends (:mod:`distill.oracle.batch_backends`): OpenAI's Batch API (``/v1/files`` +
+Backends (each provider module's ``Batch``, found through :mod:`distill.providers.registry`): OpenAI's Batch API (``/v1/files`` +
 ``/v1/batches``, JSONL with ``custom_id``) and the Gemini API's batch mode
 (``models/{model}:batchGenerateContent`` with inlined requests whose ``metadata.key`` carries the
 id; results come back inline).
@@ -38,31 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from distill import jsonl
-from distill.config import LabelConfig, OracleConfig, Pricing
+from distill.config import LabelConfig
 from distill.errors import DistillError
 from distill.filterspec import FilterSpec
-from distill.oracle.base import ChatRequest, Provider, ProviderError, make_provider
-from distill.oracle.batch_backends import (
-    PENDING,
-    BatchBackend,
-    Item,
-    JobStatus,
-    _short,
-    backend_for,
-)
-from distill.oracle.cache import ResponseCache
-from distill.oracle.engine import Budget, Events, Labeler, estimate_tokens, request_cost
-from distill.validate import Invalid, check
+from distill.labeling.budget import Budget, request_cost
+from distill.labeling.build import build_labeler, providers_for
+from distill.labeling.cache import ResponseCache
+from distill.labeling.conversation import Conversation
+from distill.labeling.engine import estimate_tokens
+from distill.labeling.events import Events
+from distill.providers import ChatRequest, Pricing, Provider, ProviderConfig, ProviderError
+from distill.providers.base import PENDING, BatchBackend, BatchItem, JobStatus, short
+from distill.providers.registry import batch_backend
 
 log = logging.getLogger("distill")
-
-#: defaults for the ``label.batch_*`` settings while LabelConfig does not declare them
-DEFAULTS = {
-    "batch_chunk_size": 5000,
-    "batch_poll_s": 30.0,
-    "batch_timeout_s": None,
-    "batch_max_resubmits": 3,
-}
 
 
 def ledger_path(cache_path: str | Path) -> Path:
@@ -193,7 +182,7 @@ class Ledger:
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class _Chunk:
-    items: list[Item] = field(default_factory=list)
+    items: list[BatchItem] = field(default_factory=list)
     nbytes: int = 0
     reserved: float = 0.0
 
@@ -210,11 +199,10 @@ class BatchRun:
         ledger: Ledger,
         events: Events,
     ):
-        opt = {name: getattr(label_cfg, name, default) for name, default in DEFAULTS.items()}
-        self.chunk_size = max(1, int(opt["batch_chunk_size"]))
-        self.poll_s = float(opt["batch_poll_s"])
-        self.timeout_s = opt["batch_timeout_s"]
-        self.max_resubmits = int(opt["batch_max_resubmits"])
+        self.chunk_size = label_cfg.batch_chunk_size
+        self.poll_s = label_cfg.batch_poll_s
+        self.timeout_s = label_cfg.batch_timeout_s
+        self.max_resubmits = label_cfg.batch_max_resubmits
         self.spec = spec
         self.input_path = input_path
         self.providers = {p.describe(): p for p, _ in providers}
@@ -222,18 +210,9 @@ class BatchRun:
         self.cache = cache
         self.ledger = ledger
         self.events = events
-        # the generation parameters of the main oracle, as pipeline.label uses them
-        gen = providers[0][0].cfg
-        self.labeler = Labeler(
-            spec,
-            providers,
-            cache,
-            max_words=label_cfg.max_words,
-            max_attempts=label_cfg.max_attempts,
-            temperature=gen.temperature,
-            max_tokens=gen.max_tokens,
-            seed=gen.seed,
-        )
+        # the requests (and so the cache keys) of the online engine for the main oracle's settings
+        self.labeler = build_labeler(spec, providers[0][0].cfg, label_cfg, cache, providers=providers,
+                                     limits=False)
         self.budget = Budget(label_cfg.budget_usd)
         self.stop_reason: str | None = None
         self.inflight: dict[str, Job] = {}
@@ -267,7 +246,7 @@ class BatchRun:
 
     # ------------------------------------------------------------------ pricing
     def _price(self, provider: Provider) -> Pricing:
-        return self.labeler._price(provider)
+        return self.labeler.price(provider)
 
     def _reservation(self, provider: Provider, request: ChatRequest) -> float:
         price = self._price(provider)
@@ -357,7 +336,6 @@ class BatchRun:
     def _scan_and_submit(self) -> dict[str, int]:
         """Replay every record from the cache; submit what is neither cached nor in flight."""
         labeler = self.labeler
-        schema = self.spec.json_schema
         chunks: dict[str, _Chunk] = {}
         queued: set[str] = set()
         counts = Counter(
@@ -374,26 +352,17 @@ class BatchRun:
             counts["records"] += 1
             item = labeler.prepare(record)
             provider = labeler.route(item["id"])[0]
-            conversation = list(item["messages"])
-            for n in range(1, labeler.max_attempts + 1):
-                request = labeler.request_for(conversation)
+            conversation = Conversation(item["messages"], labeler.validate, labeler.max_attempts)
+            while (messages := conversation.messages()) is not None:
+                request = labeler.request_for(messages)
                 key = labeler.key_for(provider, request)
                 cached = self.cache.get(key)
                 if cached is None:
                     counts[self._enqueue(provider, key, request, chunks, queued)] += 1
                     break
-                result = check(cached.text, schema, cached.finish_reason)
-                if not isinstance(result, Invalid):
-                    counts["records_valid"] += 1
-                    break
-                if n == labeler.max_attempts:
-                    counts["records_invalid"] += 1
-                    break
-                conversation = [
-                    *conversation,
-                    {"role": "assistant", "content": cached.text or ""},
-                    {"role": "user", "content": result.feedback},
-                ]
+                conversation.answer(cached, cached=True)
+            if conversation.done:
+                counts["records_valid" if conversation.valid else "records_invalid"] += 1
         for oracle, chunk in chunks.items():
             if chunk.items:
                 self._submit(self.providers[oracle], chunk)
@@ -428,7 +397,7 @@ class BatchRun:
         reservation = self._reservation(provider, request)
         if not self.budget.reserve(reservation):
             self.stop_reason = (
-                f"budget reached: ${self.budget.spent:.4f} spent, ${self.budget.reserved:.4f} "
+                f"budget reached: ${self.budget.spent:.4f} spent, ${max(0.0, self.budget.reserved):.4f} "
                 f"in submitted batches, cap ${self.budget.cap:.4f}"
             )
             self.events.emit(
@@ -589,7 +558,7 @@ class BatchRun:
                 status.state,
                 len(failed),
                 len(job.keys),
-                _short(reason, 160),
+                short(reason, 160),
             )
         stats[f"jobs_{status.state}"] += 1
         self.budget.settle(job.reserved_usd, spent)
@@ -610,7 +579,7 @@ class BatchRun:
 
 def run_batch(
     label_cfg: LabelConfig,
-    oracle_cfg: OracleConfig,
+    oracle_cfg: ProviderConfig,
     spec: FilterSpec,
     input_path: str | Path,
 ) -> dict[str, Any]:
@@ -622,13 +591,12 @@ def run_batch(
     submissions; the error's ``batch_metrics`` attribute holds the counters so far.
     """
     # every provider is built (and its key checked) before any upload
-    providers = [(make_provider(oracle_cfg), oracle_cfg.weight)]
-    providers += [(make_provider(member), member.weight) for member in oracle_cfg.mix]
+    providers = providers_for(oracle_cfg)
     retries = label_cfg.transport_retries
     backends: dict[str, BatchBackend] = {}
     try:
         for provider, _ in providers:
-            backends[provider.describe()] = backend_for(provider, retries)
+            backends[provider.describe()] = batch_backend(provider, retries)
         cache = ResponseCache(label_cfg.cache_path)
         ledger = Ledger(ledger_path(label_cfg.cache_path))
         events = Events(Path(label_cfg.output_dir) / "events.jsonl")

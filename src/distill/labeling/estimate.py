@@ -25,23 +25,33 @@ for each is part of the result. No request is made and no API key is needed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill import jsonl
-from distill.config import LabelConfig, OracleConfig, RateLimits, read_params, section
+from distill.config import LabelConfig, read_params, section
 from distill.errors import ConfigError, InputError
-from distill.filterspec import FilterSpec, load_filter
-from distill.oracle.base import ChatRequest, ChatResponse, Provider, ProviderError
-from distill.oracle.engine import Labeler, request_cost
-from distill.validate import Invalid, check
+from distill.filterspec import load_filter
+from distill.labeling.budget import request_cost
+from distill.labeling.build import build_labeler
+from distill.labeling.conversation import Conversation
+from distill.labeling.engine import Labeler
+from distill.providers import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderConfig,
+    ProviderError,
+    RateLimits,
+)
+from distill.providers.prices import price_for
+from distill.providers.registry import has_batch, identity
+from distill.validate import Invalid
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
 DEFAULT_OUTPUT_FACTOR = 0.5
@@ -102,10 +112,10 @@ class ReadOnlyCache:
 class OfflineProvider(Provider):
     """Stands in for a provider: same name, model and cache identity; never sends a request."""
 
-    def __init__(self, cfg: OracleConfig, name: str, identity: dict[str, Any]):
+    def __init__(self, cfg: ProviderConfig):
         super().__init__(cfg)
-        self.name = name
-        self._identity = identity
+        self._identity = identity(cfg)  # from the config alone: no key, no SDK, no model loaded
+        self.name = cfg.provider
 
     def cache_identity(self) -> dict[str, Any]:
         return dict(self._identity)
@@ -114,98 +124,7 @@ class OfflineProvider(Provider):
         raise ProviderError("an estimate makes no requests")
 
 
-def offline_provider(cfg: OracleConfig) -> OfflineProvider:
-    """The provider's real cache identity, without its API key (the real class's method is used)."""
-    from distill.oracle.base import make_provider
-
-    if cfg.provider == "local":  # resolves the GGUF file; loads nothing
-        real: Provider = make_provider(cfg)
-    else:
-        try:
-            real = make_provider(cfg)
-        except ConfigError:  # no key: build the object without its constructor (only cfg is needed)
-            real = _provider_class(cfg).__new__(_provider_class(cfg))
-            Provider.__init__(real, cfg)
-    return OfflineProvider(cfg, real.name, real.cache_identity())
-
-
-def _provider_class(cfg: OracleConfig) -> type[Provider]:
-    if cfg.provider == "openai":
-        if cfg.transport == "aiohttp":
-            from distill.oracle.openai_http import OpenAIHTTPProvider
-
-            return OpenAIHTTPProvider
-        from distill.oracle.openai_compat import OpenAIProvider
-
-        return OpenAIProvider
-    if cfg.provider == "gemini":
-        from distill.oracle.gemini import GeminiProvider
-
-        return GeminiProvider
-    if cfg.provider == "anthropic":
-        from distill.oracle.anthropic import AnthropicProvider
-
-        return AnthropicProvider
-    raise ConfigError(f"unknown oracle.provider {cfg.provider!r}")
-
-
 # ----------------------------------------------------------------------------- tokenizers
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence C-level writes to fd 2 (llama.cpp logs while loading even with verbose=False)."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-class LlamaTokenCounter:
-    """Exact prompt tokens of a GGUF model: its vocabulary and chat template, as llama.cpp."""
-
-    def __init__(self, gguf: Path):
-        from llama_cpp import Llama, llama_chat_format
-
-        with _quiet_stderr():
-            self._llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        self._format = None
-        if template:
-            eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
-            self._format = llama_chat_format.Jinja2ChatFormatter(
-                template=template,
-                eos_token=self._token_text(eos_id),
-                bos_token=self._token_text(bos_id),
-                stop_token_ids=[eos_id],
-            )
-        how = "with its chat template" if self._format else "without a chat template (approximate)"
-        self.method = f"tokenizer: llama.cpp vocabulary of {gguf.name} {how}"
-
-    def _token_text(self, token_id: int) -> str:
-        if token_id == -1:
-            return ""
-        model = getattr(self._llm, "_model", None)
-        if model is not None and hasattr(model, "token_get_text"):
-            return model.token_get_text(token_id)
-        return self._llm.detokenize([token_id]).decode("utf-8", "replace")
-
-    def count(self, messages: list[dict[str, str]]) -> int:
-        if self._format is not None:
-            result = self._format(messages=messages)
-            text, add_bos = result.prompt, not result.added_special
-        else:
-            text = "".join(f"{m['role']}\n{m['content']}\n" for m in messages)
-            add_bos = True
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
-
-
 class TiktokenCounter:
     """OpenAI's tokenizer, only when its encoding files are on disk (tiktoken would fetch them)."""
 
@@ -221,8 +140,11 @@ class TiktokenCounter:
             sum(len(self._enc.encode(m["content"])) + 3 for m in messages) + 3 + self._schema_tokens
         )
 
+    def close(self) -> None:
+        pass
 
-def _tiktoken_counter(cfg: OracleConfig, schema: dict[str, Any]) -> TiktokenCounter | None:
+
+def _tiktoken_counter(cfg: ProviderConfig, schema: dict[str, Any]) -> TiktokenCounter | None:
     if cfg.provider != "openai":
         return None
     try:
@@ -246,18 +168,19 @@ def _tiktoken_counter(cfg: OracleConfig, schema: dict[str, Any]) -> TiktokenCoun
     return TiktokenCounter(enc, schema_tokens)
 
 
-def token_counter(cfg: OracleConfig, schema: dict[str, Any], loaded: dict[str, Any]):
+def token_counter(cfg: ProviderConfig, schema: dict[str, Any], loaded: dict[str, Any]):
     """The exact counter for this oracle, or None (count characters, calibrate), and why not."""
     if cfg.provider == "local":
-        from distill.models import resolve_gguf
+        from distill.providers.local import resolve_gguf
+        from distill.providers.local import token_counter as llama_counter
 
-        path = resolve_gguf(cfg.model_path)
-        if str(path) not in loaded:
+        path = str(resolve_gguf(cfg.model_path))
+        if path not in loaded:
             try:
-                loaded[str(path)] = LlamaTokenCounter(path)
-            except ImportError:
-                loaded[str(path)] = None
-        return loaded[str(path)], "llama-cpp-python is not installed"
+                loaded[path] = (llama_counter(cfg), "")
+            except ProviderError as e:  # llama-cpp-python is not installed, or cannot read the file
+                loaded[path] = (None, str(e))
+        return loaded[path]
     counter = _tiktoken_counter(cfg, schema)
     if counter is not None:
         return counter, ""
@@ -303,7 +226,7 @@ def time_at_limits(
 class _Tally:
     """What the walk over the records found for one oracle of the route."""
 
-    cfg: OracleConfig
+    cfg: ProviderConfig
     provider: OfflineProvider
     counter: Any  # LlamaTokenCounter | TiktokenCounter | None
     counter_note: str
@@ -377,7 +300,7 @@ def estimate(
     if output_factor <= 0:
         raise ConfigError("--output-factor must be positive")
     spec = load_filter(section(params, "filter").path)
-    oracle_cfg: OracleConfig = section(params, "oracle")
+    oracle_cfg: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     if input_path is None:
         input_path = Path(section(params, "prefilter").output_dir) / "passed.jsonl"
@@ -390,18 +313,10 @@ def estimate(
     tallies = []
     for cfg in members:
         counter, note = token_counter(cfg, spec.json_schema, loaded)
-        tallies.append(_Tally(cfg, offline_provider(cfg), counter, note))
+        tallies.append(_Tally(cfg, OfflineProvider(cfg), counter, note))
     cache = ReadOnlyCache(label_cfg.cache_path)
-    labeler = Labeler(
-        spec,
-        [(t.provider, t.cfg.weight) for t in tallies],
-        cache,  # type: ignore[arg-type]
-        max_words=label_cfg.max_words,
-        max_attempts=label_cfg.max_attempts,
-        temperature=oracle_cfg.temperature,
-        max_tokens=oracle_cfg.max_tokens,
-        seed=oracle_cfg.seed,
-    )
+    labeler = build_labeler(spec, oracle_cfg, label_cfg, cache,  # type: ignore[arg-type]
+                            providers=[(t.provider, t.cfg.weight) for t in tallies], limits=False)
     by_provider = {id(t.provider): t for t in tallies}
     records = 0
     try:
@@ -409,13 +324,16 @@ def estimate(
             records += 1
             item = labeler.prepare(record)
             tally = by_provider[id(labeler.route(item["id"])[0])]
-            _walk(labeler, tally, item["messages"], spec, label_cfg.max_attempts)
+            _walk(labeler, tally, item["messages"])
         results = [
             _finish(t, cache, label_cfg, oracle_cfg.max_tokens, latency_s, output_factor)
             for t in tallies
         ]
     finally:
         cache.close()
+        for counter, _ in loaded.values():
+            if counter is not None:
+                counter.close()
     total = _total(results, oracle_cfg, label_cfg, latency_s)
     return {
         "input": str(input_path),
@@ -434,41 +352,31 @@ def estimate(
     }
 
 
-def _walk(
-    labeler: Labeler, t: _Tally, messages: list[dict[str, str]], spec: FilterSpec, max_attempts: int
-) -> None:
+def _walk(labeler: Labeler, t: _Tally, messages: list[dict[str, str]]) -> None:
     """Follow the engine's conversation for one record through the cache."""
     t.records += 1
-    conversation = list(messages)
-    for attempt in range(max_attempts):
-        key = labeler.key_for(t.provider, labeler.request_for(conversation))
+    conversation = Conversation(messages, labeler.validate, labeler.max_attempts)
+    while (current := conversation.messages()) is not None:
+        key = labeler.key_for(t.provider, labeler.request_for(current))
         cached = labeler.cache.get(key)
         if cached is None:
+            attempt = conversation.answers
             while len(t.pending_count) <= attempt:
                 t.pending_count.append(0)
                 t.pending_units.append(0.0)
             t.pending_count[attempt] += 1
-            t.pending_units[attempt] += (
-                t.counter.count(conversation) if t.counter else _chars(conversation)
-            )
+            t.pending_units[attempt] += t.counter.count(current) if t.counter else _chars(current)
             return
         t.cached_requests += 1
         t.cached_input_tokens += cached.input_tokens
         t.cached_output_tokens += cached.output_tokens
         t.answers += 1
         if cached.input_tokens > 0:
-            t.cal_chars += _chars(conversation)
+            t.cal_chars += _chars(current)
             t.cal_tokens += cached.input_tokens
             t.cal_answers += 1
-        result = check(cached.text, spec.json_schema, cached.finish_reason)
-        if not isinstance(result, Invalid):
-            return
-        t.invalid_answers += 1
-        conversation = [
-            *conversation,
-            {"role": "assistant", "content": cached.text or ""},
-            {"role": "user", "content": result.feedback},
-        ]
+        if isinstance(conversation.answer(cached, cached=True), Invalid):
+            t.invalid_answers += 1
 
 
 def _finish(
@@ -561,11 +469,14 @@ def _finish(
     new_output = new_requests * out_mean
     cached_reasks = t.cached_requests - (t.records - sum(t.pending_count[:1]))
     reasks = max(0.0, cached_reasks) + (new_requests - first_new)
-    price = cfg.price
-    online = request_cost(price, new_input, new_output)
-    # batch_discount multiplies the online price (0.5: half price); 0, or the local model: no batch
-    has_batch = price.batch_discount > 0 and cfg.provider != "local"
-    batch = request_cost(price, new_input, new_output, price.batch_discount) if has_batch else None
+    price, price_from = price_for(cfg)
+
+    def dollars(input_tokens: float, output_tokens: float, discount: float = 1.0) -> float | None:
+        return None if price is None else round(request_cost(price, input_tokens, output_tokens, discount), 6)
+
+    online = dollars(new_input, new_output)
+    # batch mode exists only where the provider has a batch backend (not the local model, not Anthropic)
+    batch = dollars(new_input, new_output, price.batch_discount) if price and has_batch(cfg.provider) else None
     minutes, binding, need = time_at_limits(
         new_requests,
         new_input,
@@ -595,17 +506,11 @@ def _finish(
         "input_token_method": input_method,
         "mean_output_tokens": round(out_mean, 2),
         "output_token_method": output_method,
-        "price": price.model_dump(),
-        "cost_usd": {
-            "online": round(online, 6),
-            "batch": None if batch is None else round(batch, 6),
-        },
-        "cost_usd_without_cache": round(
-            request_cost(
-                price, t.cached_input_tokens + new_input, t.cached_output_tokens + new_output
-            ),
-            6,
-        ),
+        "price": price.model_dump() if price is not None else None,
+        "price_from": price_from,
+        "batch_available": has_batch(cfg.provider),
+        "cost_usd": {"online": online, "batch": batch},
+        "cost_usd_without_cache": dollars(t.cached_input_tokens + new_input, t.cached_output_tokens + new_output),
         "minutes": round(minutes, 3),
         "binding_limit": binding,
         "minutes_by_limit": {k: round(v, 3) for k, v in need.items()},
@@ -618,7 +523,7 @@ def _r(x: float) -> float | int:
 
 def _total(
     results: list[dict[str, Any]],
-    oracle_cfg: OracleConfig,
+    oracle_cfg: ProviderConfig,
     label_cfg: LabelConfig,
     latency_s: float,
 ) -> dict[str, Any]:
@@ -632,15 +537,15 @@ def _total(
         "output_tokens",
         "new_input_tokens",
         "new_output_tokens",
-        "cost_usd_without_cache",
     )
     total: dict[str, Any] = {k: _r(round(sum(r[k] for r in results), 6)) for k in keys}
-    total["cost_usd_without_cache"] = round(total["cost_usd_without_cache"], 6)
-    batches = [r["cost_usd"]["batch"] for r in results]
-    total["cost_usd"] = {
-        "online": round(sum(r["cost_usd"]["online"] for r in results), 6),
-        "batch": None if any(b is None for b in batches) else round(sum(batches), 6),
-    }
+
+    def add(values: list[float | None]) -> float | None:  # unknown when any member's is unknown
+        return None if any(v is None for v in values) else round(sum(values), 6)
+
+    total["cost_usd_without_cache"] = add([r["cost_usd_without_cache"] for r in results])
+    total["cost_usd"] = {"online": add([r["cost_usd"]["online"] for r in results]),
+                         "batch": add([r["cost_usd"]["batch"] for r in results])}
     if len(results) == 1:
         total.update(
             minutes=results[0]["minutes"],
@@ -721,6 +626,14 @@ def format_estimate(est: dict[str, Any]) -> str:
             f"  re-asks:       invalid rate {o['invalid_rate']:.1%} ({o['invalid_rate_from']})"
         )
         lines.append(f"  binding limit: {o['binding_limit']} ({o['minutes']:,.1f} min)")
+        if o["price"] is None:
+            lines.append(f"  price:         unknown ({o['price_from']}): dollars are n/a; set "
+                         "-S oracle.price.input_per_mtok=... -S oracle.price.output_per_mtok=...")
+        else:
+            lines.append(f"  price:         ${o['price']['input_per_mtok']:g} / ${o['price']['output_per_mtok']:g} "
+                         f"per million tokens in / out ({o['price_from']})")
+        if not o["batch_available"]:
+            lines.append("  batch:         no batch API for this provider in distill (label.mode=online only)")
     if len(oracles) > 1:
         t = est["total"]
         lines.append(

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from distill.config import RateLimits
+from distill.providers.base import RateLimits
 
 
 class Pacer:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.oracle.base import ChatRequest, ChatResponse
+from distill.providers.base import ChatRequest, ChatResponse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -1,0 +1,26 @@
+"""oracle_check stage: the oracle asked again about the test items; how far it disagrees with itself
+(or a second oracle) is the floor no student can be judged below."""
+
+from pathlib import Path
+
+from distill import jsonl
+from distill.config import section
+from distill.labeling.oracle_check import check_config, oracle_check
+from distill.stage import stage
+
+OUTPUT = Path("metrics/oracle_agreement.json")
+
+
+@stage
+def main(params):
+    if not check_config(params).enabled:
+        jsonl.write_json(OUTPUT, {"measured": False, "reason": "oracle_check.enabled is false"})
+        return
+    passed = Path(section(params, "prefilter").output_dir) / "passed.jsonl"
+    test = Path(section(params, "split").output_dir) / "test.jsonl"
+    ids = {row["id"] for row in jsonl.read_jsonl(test)}
+    oracle_check(params, passed, output=OUTPUT, only_ids=ids)
+
+
+if __name__ == "__main__":
+    main()
