@@ -7,6 +7,7 @@ response cache and the real filter; nothing of ours is mocked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -134,6 +135,27 @@ def test_a_model_that_refuses_temperature_is_asked_again_without_it(
     assert len(valid) == N and not invalid and stats["provider_errors"] == 0
     assert srv.count == N + 1  # one refusal, then never sent again
     assert ["temperature" in b for b in srv.requests] == [True] + [False] * N
+
+
+def test_concurrent_requests_all_refused_for_temperature_are_all_asked_again(
+    tmp_path, srv, records, api_key
+):
+    """Eight requests leave with a temperature before the first refusal comes back: each of them is
+    asked again without it (the decision is the request's own, not a flag another request flipped)."""
+
+    def responder(body):
+        if "temperature" in body:
+            return dataclasses.replace(Reply.error(400, message="`temperature` is deprecated for this model."),
+                                       latency_s=0.2)
+        return default_label(body)
+
+    srv.responder = responder
+    valid, invalid, stats = run(tmp_path, srv, records[:8], concurrency=8)
+
+    assert len(valid) == 8 and not invalid and stats["provider_errors"] == 0
+    with_temperature = [b for b in srv.requests if "temperature" in b]
+    assert len(with_temperature) == 8  # all left before any refusal arrived
+    assert srv.count == 16  # each asked once more, without it
 
 
 def test_other_bad_requests_are_not_retried(tmp_path, srv, records, api_key):

@@ -260,9 +260,7 @@ class Labeler:
         """One request with transport retries (own budget, backoff with jitter, Retry-After honoured)."""
         attempt = 0
         while True:
-            if self._consecutive_errors >= self.max_consecutive_errors:  # tripped: nothing more is sent
-                raise TooManyProviderErrors(f"{self._consecutive_errors} requests in a row failed; stopping. "
-                                            f"First error: {self.first_error}")
+            self._check_breaker()
             self._check_up(provider)
             delay = None
             if self.scheduler is None:
@@ -272,7 +270,10 @@ class Labeler:
                     err = e
             else:
                 async with self.scheduler.slot(est_in, est_out) as slot:
-                    self._check_up(provider)  # marked down while this request waited for its turn
+                    # the breaker may have tripped, or the provider been marked down, while this request
+                    # waited for its turn: only requests already sent may still arrive after a trip
+                    self._check_breaker()
+                    self._check_up(provider)
                     try:
                         response = await provider.complete(request)
                         slot.settle(response.input_tokens, response.output_tokens)
@@ -300,6 +301,11 @@ class Labeler:
             self.events.emit("retry", id=record_id, oracle=provider.describe(), status=err.status,
                              attempt=attempt, delay_s=round(delay, 3), error=str(err)[:200])
             await asyncio.sleep(delay)
+
+    def _check_breaker(self) -> None:
+        if self._consecutive_errors >= self.max_consecutive_errors:  # tripped: nothing more is sent
+            raise TooManyProviderErrors(f"{self._consecutive_errors} requests in a row failed; stopping. "
+                                        f"First error: {self.first_error}")
 
     def _check_up(self, provider: Provider) -> None:
         """A provider marked down in this run gets nothing more while another is up: the record
