@@ -196,7 +196,8 @@ def report(metrics_path: str) -> None:
     if not path.is_file():
         raise DistillError(f"{path} not found: run the pipeline first (`dvc exp run`)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    click.echo(format_table(metrics, title=f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"))
+    title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
+    click.echo(format_table(metrics, title=title))
 
 
 if __name__ == "__main__":

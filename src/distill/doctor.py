@@ -308,7 +308,7 @@ def torch_probe() -> dict[str, Any]:
             "finite": bool(torch.isfinite(out).all()), "import_s": round(t1 - t0, 3), "forward_s": round(t2 - t1, 3)}
 
 
-def check_torch() -> Check:
+def check_torch(probe: Callable[[], dict[str, Any]] = torch_probe) -> Check:
     from distill.errors import DistillError
     from distill.isolation import RuntimeCrash, call_isolated
 
@@ -317,7 +317,7 @@ def check_torch() -> Check:
     if version is None:
         return Check(name, FAIL, "torch is not installed", INSTALL_FIX)
     try:
-        r = call_isolated(torch_probe, runtime=f"torch {version}", doing="running a tiny model's forward pass",
+        r = call_isolated(probe, runtime=f"torch {version}", doing="running a tiny model's forward pass",
                           hint="`make install` restores the tested CPU build of torch; or try OMP_NUM_THREADS=1")
     except RuntimeCrash as e:
         first, rest = _split_message(str(e))
@@ -334,6 +334,13 @@ def check_torch() -> Check:
 
 
 # ----------------------------------------------------------------------------- 6. the oracle
+def _problem(message: str) -> tuple[str, str]:
+    """A `config check` problem as (what is wrong, on one line; the advice lines that follow it)."""
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    advice = [line for line in lines if line.startswith(("fix it", "run `"))]
+    return " ".join(line for line in lines if line not in advice), " ".join(advice)
+
+
 def _redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
@@ -404,16 +411,19 @@ def check_oracle(params: dict[str, Any]) -> list[Check]:
         elif problem:
             reported.add(problem)
             first, _, fix = problem.partition(". ")
-            checks.append(Check("budget", FAIL, first, fix))
+            checks.append(Check("budget", FAIL, first, fix[:1].lower() + fix[1:]))
         else:
             prices = "; ".join(f"{m.provider}:{m.model} {price_for(m)[1]}" for m in members)
             checks.append(Check("budget", OK, f"label.budget_usd={budget:g}, priced: {prices}"))
 
     others = [p for p in check_all(params) if p not in reported]
     if others:
-        first, rest = _split_message(others[0])
-        more = f" (and {len(others) - 1} more problems)" if len(others) > 1 else ""
-        checks.append(Check("config", FAIL, first + more, "\n".join([rest, *others[1:]]).strip(),
+        problems = [_problem(p) for p in others]
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        fixes = [f"also: {what}" for what, _ in problems[1:]]
+        hints = list(dict.fromkeys(how for _, how in problems if how))
+        checks.append(Check("config", FAIL, problems[0][0] + more,
+                            "\n".join([*fixes, *hints]) or "`distill config check` shows the problem",
                             {"problems": others}))
     else:
         checks.append(Check("config", OK, "every section, the filter and the oracle validate (`distill config check`)"))
@@ -456,7 +466,7 @@ def check_git_dvc(params_path: str | os.PathLike = "params.yaml", conf_dir: str 
     else:
         checks.append(Check("dvc", OK, f"dvc {dvc_version}, .dvc/ present", data={"version": dvc_version}))
 
-    name = Path(params_path).name
+    name = "params"
     if params is None:
         checks.append(Check(name, FAIL, f"{params_path} not found or unreadable",
                             "run from the project root, or `distill config compose`"))
