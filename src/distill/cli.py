@@ -167,8 +167,10 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
 @click.option("--json", "as_json", is_flag=True, help="print the checks as a JSON list")
 @click.option("--skip-model", is_flag=True, help="skip the slow checks that load the embedded model and torch")
 def doctor(params_path: str, as_json: bool, skip_model: bool) -> None:
-    """Check this machine and project (Python, packages, llama.cpp, the embedded model, torch, the
-    oracle's keys, git and DVC) and say what to fix. Exit status 1 when a check fails."""
+    """Check this machine and project, and say what to fix.
+
+    Python, package versions, the llama.cpp build, the embedded model, torch, the oracle's keys and
+    budget, git and DVC. Exit status 1 when a check fails (warnings do not fail)."""
     from distill.doctor import failed, format_fixes, format_header, format_row, iter_checks
 
     checks = []
