@@ -161,6 +161,32 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
     click.echo(f"wrote {output}")
 
 
+# ----------------------------------------------------------------------------- doctor
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the checks as a JSON list")
+@click.option("--skip-model", is_flag=True, help="skip the slow checks that load the embedded model and torch")
+def doctor(params_path: str, as_json: bool, skip_model: bool) -> None:
+    """Check this machine and project, and say what to fix.
+
+    Python, package versions, the llama.cpp build, the embedded model, torch, the oracle's keys and
+    budget, git and DVC. Exit status 1 when a check fails (warnings do not fail)."""
+    from distill.doctor import failed, format_fixes, format_header, format_row, iter_checks
+
+    checks = []
+    if not as_json:
+        click.echo(format_header())
+    for check in iter_checks(params_path, skip_model=skip_model):
+        checks.append(check)
+        if not as_json:
+            click.echo(format_row(check))
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        click.echo(format_fixes(checks, skipped_model=skip_model))
+    sys.exit(1 if failed(checks) else 0)
+
+
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
@@ -172,7 +198,8 @@ def report(metrics_path: str) -> None:
     if not path.is_file():
         raise DistillError(f"{path} not found: run the pipeline first (`dvc exp run`)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    click.echo(format_table(metrics, title=f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"))
+    title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
+    click.echo(format_table(metrics, title=title))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from distill.errors import DistillError
 
 #: CPU flags worth naming when a native runtime dies (vector extensions the builds dispatch on)
 _FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-                      "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+                      "avx512vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 #: what every crash message suggests, besides the runtime's own advice
 GENERAL_HINT = "run `distill doctor` to check this machine's runtimes one by one"
