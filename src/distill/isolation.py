@@ -107,6 +107,11 @@ def crash_message(runtime: str, doing: str, returncode: int | None, *, hint: str
 
 # ----------------------------------------------------------------------------- one call in a child
 def _child(conn, target: str, kwargs: dict[str, Any]) -> None:
+    import logging
+    import sys
+
+    logging.basicConfig(level=os.environ.get("DISTILL_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         module, _, name = target.partition(":")
         fn = getattr(importlib.import_module(module), name)

@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError
+from distill.isolation import call_isolated, package_version
 
 MANIFEST = "student.json"
+#: what a crash while torch trains or runs a student suggests
+TORCH_HINT = "reinstall the tested torch with `make install`; set OMP_NUM_THREADS=1 to rule out threading"
+
+
+def _in_torch_child(target: str, doing: str, **kwargs: Any) -> Any:
+    """Run a torch student's ``target`` in a child process: a native crash while loading or running
+    the model becomes a RuntimeCrash naming torch, the signal and this CPU (see distill.isolation)."""
+    return call_isolated(target, runtime=f"torch {package_version('torch')}", doing=doing, hint=TORCH_HINT,
+                         **kwargs)
 
 
 def save_manifest(out_dir: str | Path, kind: str, config: dict[str, Any], dimensions: list[str],
@@ -39,9 +49,9 @@ def train_student(cfg, train: list[dict], val: list[dict], dimensions: list[str]
 
         return train_sklearn(cfg, train, val, dimensions, out_dir, scale_max)
     if cfg.kind == "lora":
-        from distill.students.lora import train as train_lora
-
-        return train_lora(cfg, train, val, dimensions, out_dir, scale_max)
+        return _in_torch_child("distill.students.lora:train", "training the LoRA student", cfg=cfg,
+                               train_rows=train, val_rows=val, dimensions=dimensions, out_dir=str(out_dir),
+                               scale_max=scale_max)
     raise ConfigError(f"unknown student kind {cfg.kind!r}")
 
 
@@ -53,9 +63,8 @@ def predict(model_dir: str | Path, examples: list[dict], schema: dict[str, Any])
 
         return predict_sklearn(model_dir, examples, manifest)
     if manifest["kind"] == "lora":
-        from distill.students.lora import predict as predict_lora
-
-        return predict_lora(model_dir, examples, manifest, schema)
+        return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
+                               model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema)
     raise ConfigError(f"{model_dir}: unknown student kind {manifest['kind']!r}")
 
 
