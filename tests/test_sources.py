@@ -12,7 +12,7 @@ import pytest
 
 from distill.config import PrefilterConfig
 from distill.errors import InputError
-from distill.sources import read_corpus
+from distill.sources import clean_text, read_corpus
 
 
 def read(path: Path, **cfg):
@@ -142,6 +142,23 @@ def test_html_unescape_and_strip(tmp_path):
     stripped = read(p, strip_html=True).records[0]
     assert stripped["text"] == "Café & bar\nNext"
     assert "<" not in stripped["text"]
+
+
+@pytest.mark.parametrize("markup, text", [
+    ("<p>one</p><p>two</p>", "one\ntwo"),                                        # block boundary, no whitespace
+    ("a<br>b<br/>c", "a\nb\nc"),
+    ("CO<sub>2</sub> and <b>H</b><sub>2</sub>O", "CO2 and H2O"),                # inline tags split no word
+    ('<script>var s = "<p>hi</p>";</script><style>p { color: red }</style>Seen', "Seen"),
+    ("raw a < b and c > d", "raw a < b and c > d"),                             # a bare < is text
+    ('<a href="x" title="a > b">link</a> after', "link after"),
+    ("<!-- a <b>tag</b> in a comment -->kept", "kept"),
+    ("<ul>\n  <li>one</li>\n  <li>two</li>\n</ul>", "one\ntwo"),
+    ("<pre><code>x = 1\n    y = 2</code></pre>", "x = 1\ny = 2"),
+    ("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>", "a b\nc d"),
+    ("<p>use &lt;p&gt; &amp;amp; &#8217;x&#8217;&nbsp;y</p>", "use <p> &amp; \u2019x\u2019 y"),  # decoded once
+])
+def test_strip_html_renders_text_as_a_browser_shows_it(markup, text):
+    assert clean_text(markup, unescape_html=False, strip_html=True) == text
 
 
 # ----------------------------------------------------------------------------- quarantine
@@ -316,6 +333,9 @@ def test_real_stackexchange_xml_with_bom(shared_data):
     first = res.records[0]
     assert first["id"] == "1" and first["title"] == "How should I store whole bean coffee?"
     assert not any("<p>" in r["text"] or "&lt;" in r["text"] for r in res.records)
+    # HTML, not regex, rules: an inline tag splits no word, and adjacent paragraphs get their own lines
+    assert any("CO2 process" in r["text"] for r in res.records)
+    assert not any("CO 2" in r["text"] for r in res.records)
 
 
 def test_real_bbc_corpus(shared_data):
