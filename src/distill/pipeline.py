@@ -205,7 +205,8 @@ def label(
         jsonl.write_json(metrics_dir / "label.json", metrics)
     if labeler.stop_reason:
         raise DistillError(
-            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, {total - stats.valid - stats.invalid} "
+            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
+            f"{total - stats.valid - stats.invalid} "
             "left. Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
         )
     if stats.provider_errors:
@@ -252,7 +253,8 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
 
 
 # ----------------------------------------------------------------------------- split
-def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
@@ -278,7 +280,8 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_di
 
 
 # ----------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.students import train_student
 
     split_dir = Path(split_dir)
