@@ -99,7 +99,7 @@ class LoopPrefilter:
             head = text[:1500]
             total = len(head.split())
             if len(self.english.findall(head)) / max(total, 1) < r.min_english_share:
-                return "not_english"
+                return "few_function_words"
         haystack = title + "\n" + text
         for pattern, reason in self.blocks:
             if pattern.search(haystack):

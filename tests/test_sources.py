@@ -12,7 +12,7 @@ import pytest
 
 from distill.config import PrefilterConfig
 from distill.errors import InputError
-from distill.sources import read_corpus
+from distill.sources import clean_text, read_corpus
 
 
 def read(path: Path, **cfg):
@@ -142,6 +142,122 @@ def test_html_unescape_and_strip(tmp_path):
     stripped = read(p, strip_html=True).records[0]
     assert stripped["text"] == "Café & bar\nNext"
     assert "<" not in stripped["text"]
+
+
+@pytest.mark.parametrize("markup, text", [
+    ("<p>one</p><p>two</p>", "one\ntwo"),                                        # block boundary, no whitespace
+    ("a<br>b<br/>c", "a\nb\nc"),
+    ("CO<sub>2</sub> and <b>H</b><sub>2</sub>O", "CO2 and H2O"),                # inline tags split no word
+    ('<script>var s = "<p>hi</p>";</script><style>p { color: red }</style>Seen', "Seen"),
+    ("raw a < b and c > d", "raw a < b and c > d"),                             # a bare < is text
+    ('<a href="x" title="a > b">link</a> after', "link after"),
+    ("<!-- a <b>tag</b> in a comment -->kept", "kept"),
+    ("<ul>\n  <li>one</li>\n  <li>two</li>\n</ul>", "one\ntwo"),
+    ("<pre><code>x = 1\n    y = 2</code></pre>", "x = 1\ny = 2"),
+    ("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>", "a b\nc d"),
+    ("<p>use &lt;p&gt; &amp;amp; &#8217;x&#8217;&nbsp;y</p>", "use <p> &amp; \u2019x\u2019 y"),  # decoded once
+])
+def test_strip_html_renders_text_as_a_browser_shows_it(markup, text):
+    assert clean_text(markup, unescape_html=False, strip_html=True) == text
+
+
+# ----------------------------------------------------------------------------- columns the input lacks
+ROWS = [{"id": "r1", "title": "T1", "text": "first", "label": "x"}, {"id": "r2", "title": "T2", "text": "second"}]
+
+
+@pytest.mark.parametrize("field_map, setting, column", [
+    ({"text": "txt"}, "text", "txt"),
+    ({"text": ["body", "text"]}, "text", "body"),                 # every listed column must exist
+    ({"text": "text", "title": "titel"}, "title", "titel"),
+    ({"text": "text", "id": "key"}, "id", "key"),
+])
+def test_a_mapped_column_no_row_has_is_an_error_naming_the_columns_there(tmp_path, field_map, setting, column):
+    p = write_jsonl(tmp_path / "c.jsonl", ROWS)
+    with pytest.raises(InputError) as e:
+        read(p, field_map=field_map)
+    msg = str(e.value)
+    assert f"prefilter.field_map.{setting}" in msg and repr(column) in msg
+    assert "Columns in the 2 row(s) read: 'id', 'title', 'text', 'label'" in msg  # the union of the rows' keys
+    assert msg.startswith(str(p))
+
+
+def test_a_misspelt_column_gets_a_suggestion(tmp_path):
+    p = write_jsonl(tmp_path / "c.jsonl", ROWS)
+    with pytest.raises(InputError, match=r"no row has a column 'titel' \(did you mean 'title'\?\)"):
+        read(p, field_map={"text": "text", "title": "titel"})
+
+
+def test_csv_and_parquet_columns_are_checked_against_the_header_before_any_row(tmp_path):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_bytes(b"id,title,body\n1,t,hello\n2,t,caf\xe9\n")  # row 2 would be quarantined if read
+    with pytest.raises(InputError, match=r"field_map\.text is 'text'.*Columns in the CSV header: 'id', 'title', "
+                                         r"'body'\. Set prefilter\.field_map\.text to the column"):
+        read(csv_path)
+    pq = tmp_path / "c.parquet"
+    pl.DataFrame({"id": [1], "headline": ["h"], "text": ["t"]}).write_parquet(pq)
+    with pytest.raises(InputError, match=r"field_map\.title is 'heading'.*Parquet schema: 'id', 'headline', 'text'"):
+        read(pq, field_map={"text": "text", "title": "heading"})
+
+
+def test_title_and_id_mapped_to_nothing_are_not_an_error(tmp_path, caplog):
+    res = read(write_jsonl(tmp_path / "c.jsonl", ROWS), field_map={"text": "text", "title": [], "id": []})
+    assert [(r["id"], r["title"]) for r in res.records] == [("c:1", ""), ("c:2", "")]
+    assert res.missing_columns == {} and res.synthesised_ids == 2
+    assert "prefilter.field_map.id is []" in caplog.text
+
+
+def test_metadata_columns_no_row_has_are_one_warning_and_counted(tmp_path, caplog):
+    res = read(write_jsonl(tmp_path / "c.jsonl", ROWS), metadata=["labl", "label", "source"])
+    assert [r["metadata"] for r in res.records] == [{"label": "x"}, {}]
+    assert res.missing_columns == {"metadata": ["labl", "source"]}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "prefilter.metadata lists 'labl', 'source', but no row has such a column" in warnings[0]
+    assert "did you mean 'label' for 'labl'" in warnings[0]
+
+
+def test_the_default_metadata_on_a_csv_without_those_columns_is_a_warning(tmp_path, caplog):
+    p = tmp_path / "c.csv"
+    p.write_text("id,title,text\n1,t,hello\n", encoding="utf-8")
+    res = read(p, metadata=["source", "published"])  # conf/config.yaml's default
+    assert len(res.records) == 1
+    assert res.missing_columns == {"metadata": ["source", "published"]}
+    assert "'source', 'published'" in caplog.text
+
+
+def test_made_up_ids_are_warned_about_once_and_counted(tmp_path, caplog):
+    rows = [{"title": "A", "text": "one"}, {"title": "B", "text": "two"}, {"title": "C", "text": "three"}]
+    res = read(write_jsonl(tmp_path / "c.jsonl", rows))
+    assert [r["id"] for r in res.records] == ["c:1", "c:2", "c:3"]
+    assert res.synthesised_ids == 3 and res.missing_columns == {"id": ["id"]}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "no row has a column 'id'" in warnings[0] and "'<file stem>:<line>'" in warnings[0]
+    assert "'c:1'" in warnings[0] and "prefilter.field_map.id" in warnings[0]
+
+
+def test_ids_made_up_for_some_rows_only(tmp_path, caplog):
+    rows = [{"id": "a", "text": "one"}, {"id": "", "text": "two"}, {"text": "three"}]
+    res = read(write_jsonl(tmp_path / "c.jsonl", rows))
+    assert [r["id"] for r in res.records] == ["a", "c:2", "c:3"]
+    assert res.synthesised_ids == 2 and res.missing_columns == {"title": ["title"]}
+    assert "2 record(s) had no id" in caplog.text and "empty or absent in those rows" in caplog.text
+
+
+def test_a_title_column_no_row_has_is_a_warning_when_it_is_the_default(tmp_path, caplog):
+    p = tmp_path / "c.xml"
+    p.write_text('<rows><row Id="1" Title="Hello" Body="text"/></rows>', encoding="utf-8")
+    res = read(p, field_map={"id": "Id", "text": "Body"})
+    assert res.records[0]["title"] == "" and res.missing_columns == {"title": ["title"]}
+    assert res.columns == ["Id", "Title", "Body"]
+    assert "no row has a column 'title' (did you mean 'Title'?)" in caplog.text
+
+
+def test_every_row_unreadable_skips_the_column_check(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("{broken\n[1]\n", encoding="utf-8")
+    res = read(p, field_map={"text": "body"})  # no row has keys: nothing to compare the settings with
+    assert res.records == [] and res.columns == [] and res.quarantine_counts == {"bad_json": 1, "not_an_object": 1}
 
 
 # ----------------------------------------------------------------------------- quarantine
@@ -316,6 +432,9 @@ def test_real_stackexchange_xml_with_bom(shared_data):
     first = res.records[0]
     assert first["id"] == "1" and first["title"] == "How should I store whole bean coffee?"
     assert not any("<p>" in r["text"] or "&lt;" in r["text"] for r in res.records)
+    # HTML, not regex, rules: an inline tag splits no word, and adjacent paragraphs get their own lines
+    assert any("CO2 process" in r["text"] for r in res.records)
+    assert not any("CO 2" in r["text"] for r in res.records)
 
 
 def test_real_bbc_corpus(shared_data):

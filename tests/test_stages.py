@@ -54,6 +54,66 @@ def test_malformed_corpus_is_quarantined_with_line_and_reason(tmp_path):
     passed = [json.loads(x)["id"] for x in (cwd / "data/prefiltered/passed.jsonl").read_text().splitlines()]
     assert passed == ["a1", "a5"]
     assert "quarantined" in proc.stderr  # the user is told, not only the metrics
+    # conf's default metadata [source, published] is not in this file: said once, and counted
+    assert metrics["missing_columns"] == {"metadata": ["source", "published"]}
+    assert metrics["synthesised_ids"] == 0
+    assert proc.stderr.count("prefilter.metadata lists 'source', 'published'") == 1
+
+
+LONG = "The solar farm near the town works well and it makes power for the grid. " * 10
+
+
+def _metrics(cwd: Path) -> dict:
+    return json.loads((cwd / "metrics/prefilter.json").read_text())
+
+
+def test_a_text_column_typo_fails_the_stage_naming_the_columns(tmp_path):
+    (tmp_path / "corpus.csv").write_text(f"id,title,text\n1,Solar,{LONG}\n", encoding="utf-8")
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.csv", "prefilter.field_map.text=txt"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "prefilter.field_map.text is 'txt'" in proc.stderr
+    assert "Columns in the CSV header: 'id', 'title', 'text'" in proc.stderr
+
+
+def test_made_up_ids_are_counted_in_the_metrics(tmp_path):
+    (tmp_path / "corpus.csv").write_text(f"title,text\nSolar,{LONG}\nWind,{LONG.replace('solar', 'wind')}\n",
+                                         encoding="utf-8")
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.csv"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 0, proc.stderr
+    metrics = _metrics(cwd)
+    assert metrics["synthesised_ids"] == 2 and metrics["passed"] == 2
+    assert metrics["missing_columns"] == {"id": ["id"], "metadata": ["source", "published"]}
+    assert proc.stderr.count("ids were made up as '<file stem>:<line>' (e.g. 'corpus:2')") == 1
+
+
+def test_a_stage_that_reads_no_record_fails_after_writing_its_metrics(tmp_path):
+    rows = [{"id": f"a{i}", "title": "t", "text": "", "lead": None} for i in range(3)] + ["not json"]
+    (tmp_path / "corpus.jsonl").write_text("".join((json.dumps(r) if isinstance(r, dict) else r) + "\n"
+                                                   for r in rows), encoding="utf-8")
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no record could be read: all 4 row(s) were quarantined" in proc.stderr
+    assert "missing_text x3 (e.g. no non-empty value in 'text'); bad_json x1" in proc.stderr
+    assert "Columns found: 'id', 'title', 'text', 'lead'" in proc.stderr
+    metrics = _metrics(cwd)  # written before failing, for the user to look at
+    assert metrics["rows_read"] == 4 and metrics["records"] == 0 and metrics["quarantined"] == 4
+    assert (cwd / "data/prefiltered/quarantine.jsonl").read_text().count("\n") == 4
+
+
+def test_a_stage_where_no_record_passes_fails_with_counts_per_reason(tmp_path):
+    rows = [{"id": "s1", "title": "t", "text": "Too short."}, {"id": "s2", "title": "t", "text": "Also short."},
+            {"id": "k1", "title": "Cats", "text": LONG.replace("solar", "cat").replace("power", "fur")}]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl"])
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("no record passed the prefilter: the prefilter rules in filters/sustainability_tech_deployment/v1/"
+            "filter.yaml blocked all 3 record(s) (too_short=2, no_topic_keyword=1)") in proc.stderr
+    metrics = _metrics(cwd)
+    assert metrics["passed"] == 0 and metrics["blocked_by_reason"] == {"no_topic_keyword": 1, "too_short": 2}
 
 
 def test_missing_and_empty_inputs_fail_with_a_clear_message(tmp_path):

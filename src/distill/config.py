@@ -40,7 +40,9 @@ class PrefilterConfig(Section):
     #: auto picks the reader from the file extension
     format: Literal["auto", "jsonl", "csv", "json", "parquet", "xml"] = "auto"
     #: record field -> source column; a list means "first non-empty of these"
-    field_map: dict[str, str | list[str]] = Field(default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
+    #: (title: [] means no title; id: [] makes ids up as <file stem>:<line>)
+    field_map: dict[str, str | list[str]] = Field(
+        default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
     #: extra source columns copied into record["metadata"]
     metadata: list[str] = []
     #: element name holding one record, for XML input
@@ -54,7 +56,7 @@ class PrefilterConfig(Section):
 
     @model_validator(mode="after")
     def _needs_text(self) -> PrefilterConfig:
-        if "text" not in self.field_map:
+        if not self.field_map.get("text"):
             raise ValueError("field_map must map 'text' to a source column")
         unknown = set(self.field_map) - {"id", "title", "text"}
         if unknown:

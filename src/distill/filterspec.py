@@ -80,7 +80,9 @@ class PrefilterRules(_Strict):
     max_words: int | None = Field(default=None, ge=1)
     require_keywords: KeywordRule | None = None
     block_patterns: list[RegexRule] = []
-    #: Minimum share of common English function words among the words of the first 1,500 characters (0 disables).
+    #: Minimum share of common English function words (the, and, of, ...) among the words of the first 1,500
+    #: characters (0 disables); below it a record is blocked as ``few_function_words``. It keeps out other
+    #: languages, and also English tables of figures and bare lists, which have few function words.
     min_english_share: float = Field(default=0.0, ge=0, le=1)
 
 

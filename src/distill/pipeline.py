@@ -64,14 +64,46 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         "blocked": len(blocked),
         "blocked_by_reason": by_reason,
         "pass_rate": round(len(passed) / len(corpus.records), 4) if corpus.records else 0.0,
+        "missing_columns": corpus.missing_columns,
+        "synthesised_ids": corpus.synthesised_ids,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     jsonl.write_json(metrics_dir / "prefilter.json", metrics)
     if corpus.quarantine:
         log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", len(corpus.quarantine),
-                    out / "quarantine.jsonl", ", ".join(f"{k}={v}" for k, v in sorted(corpus.quarantine_counts.items())))
-    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked), by_reason)
+                    out / "quarantine.jsonl", _counts(corpus.quarantine_counts))
+    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked),
+             by_reason)
+    if not corpus.records:  # outputs and metrics are written: the user can look
+        raise InputError(_nothing_read(cfg, corpus, out))
+    if not passed:
+        raise InputError(_nothing_passed(spec, by_reason, out))
     return metrics
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _nothing_read(cfg: PrefilterConfig, corpus, out: Path) -> str:
+    top = Counter(corpus.quarantine_counts).most_common(3)
+    first = {}
+    for q in corpus.quarantine:
+        first.setdefault(q["reason"], q["detail"])
+    reasons = "; ".join(f"{reason} x{n} (e.g. {first[reason]})" for reason, n in top)
+    columns = ", ".join(repr(c) for c in corpus.columns[:30]) or "none"
+    return (f"{cfg.input}: no record could be read: all {corpus.rows_read} row(s) were quarantined. Top reasons: "
+            f"{reasons}. Columns found: {columns}. Check prefilter.field_map (text is "
+            f"{cfg.field_map['text']!r}) and prefilter.format; every row is in {out / 'quarantine.jsonl'}, "
+            "counts in metrics/prefilter.json")
+
+
+def _nothing_passed(spec: FilterSpec, by_reason: dict[str, int], out: Path) -> str:
+    where = spec.root / "filter.yaml" if spec.root is not None else f"filter {spec.name}"
+    n = sum(by_reason.values())
+    return (f"no record passed the prefilter: the prefilter rules in {where} blocked all {n} record(s) "
+            f"({_counts(by_reason)}). See a sample per reason in {out / 'blocked_sample.jsonl'}; check that "
+            "prefilter.field_map.text names the column with the full text, or loosen those rules")
 
 
 def _sample_per_reason(blocked: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
@@ -173,7 +205,8 @@ def label(
         jsonl.write_json(metrics_dir / "label.json", metrics)
     if labeler.stop_reason:
         raise DistillError(
-            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, {total - stats.valid - stats.invalid} "
+            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
+            f"{total - stats.valid - stats.invalid} "
             "left. Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
         )
     if stats.provider_errors:
@@ -220,7 +253,8 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
 
 
 # ----------------------------------------------------------------------------- split
-def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
@@ -246,7 +280,8 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_di
 
 
 # ----------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.students import train_student
 
     split_dir = Path(split_dir)

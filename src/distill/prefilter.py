@@ -4,8 +4,11 @@ Rules run in a fixed order and a blocked record carries the stable reason code o
 blocked it (datatrove style), so block counts per reason are comparable across runs:
 
 1. ``too_short`` / ``too_long``     word count of the text outside [min_words, max_words]
-2. ``not_english``                  share of common English function words below min_english_share
-                                    (among the words of the first 1,500 characters of the text)
+2. ``few_function_words``           share of common English function words (the, and, of, ...) among
+                                    the words of the first 1,500 characters below min_english_share.
+                                    It screens out other languages, but it measures function words,
+                                    not language: English tables of figures ("Shr 64 cts vs 55 cts")
+                                    and bare lists have few and are blocked too
 3. each ``block_patterns`` entry    its own reason code, when its regex matches title or text
 4. ``require_keywords.reason``      no keyword in title or text (whole word, case-insensitive)
 
@@ -25,7 +28,10 @@ import polars as pl
 from distill.filterspec import PrefilterRules
 
 PASS = "pass"
-_ENGLISH = ["the", "and", "of", "to", "in", "is", "that", "for", "on", "with", "was", "as", "it", "by", "at", "from", "are", "be", "has", "have"]
+#: the common English function words whose share ``min_english_share`` bounds (reason ``few_function_words``)
+_ENGLISH = ["the", "and", "of", "to", "in", "is", "that", "for", "on", "with", "was", "as", "it", "by", "at", "from",
+            "are", "be", "has", "have"]
+FEW_FUNCTION_WORDS = "few_function_words"
 _ENGLISH_HEAD_CHARS = 1500
 # "at least n words" as one bounded regex scans only up to the n-th word; past this n the compiled
 # regex grows too large, so the words are counted instead
@@ -93,7 +99,8 @@ def _at_least_words(col: pl.Expr, n: int) -> pl.Expr:
     return col.str.contains(rf"^\s*(?:\S+\s+){{{n - 1}}}\S")
 
 
-def _english_rule(share: float) -> Rule:
+def _function_word_rule(share: float) -> Rule:
+    """Block where function words are under ``share`` of the words in the first 1,500 characters."""
     head = pl.col("text").str.slice(0, _ENGLISH_HEAD_CHARS)
     words = "|".join(_ENGLISH)
     func = head.str.count_matches(r"(?i)\b(?:" + words + r")\b")
@@ -103,7 +110,7 @@ def _english_rule(share: float) -> Rule:
     # q runs of 16 words mean at most 16q + 16 words; so this share is a lower bound of the exact one.
     found = head.str.count_matches(r"(?i)(?:^|\W)(?:" + words + r")(?:\W|$)")
     most_words = head.str.count_matches(rf"(?:\S+\s+){{{_RUN}}}") * _RUN + _RUN
-    return Rule("not_english", blocks, clears=(found / most_words) >= share)
+    return Rule(FEW_FUNCTION_WORDS, blocks, clears=(found / most_words) >= share)
 
 
 def rule_checks(rules: PrefilterRules) -> list[Rule]:
@@ -116,7 +123,7 @@ def rule_checks(rules: PrefilterRules) -> list[Rule]:
     if rules.max_words:
         checks.append(Rule("too_long", _at_least_words(text, rules.max_words + 1)))
     if rules.min_english_share > 0:
-        checks.append(_english_rule(rules.min_english_share))
+        checks.append(_function_word_rule(rules.min_english_share))
     for rule in rules.block_patterns:
         flags = "" if rule.case_sensitive else "(?i)"
         checks.append(Rule(rule.reason, haystack.str.contains(flags + rule.pattern)))
