@@ -307,6 +307,7 @@ def test_second_oracle_choices(tmp_path):
     with pytest.raises(ConfigError, match="measure nothing"):
         second_oracle(same, same.model_copy(update={"limits": RateLimits(rpm=5), "n_threads": 1}))
     assert OracleCheckConfig.model_validate({}).model_dump() == {
+        "enabled": True,
         "sample_size": 50,
         "seed": 0,
         "second": None,
