@@ -252,11 +252,11 @@ def _readme_commands() -> list[str]:
     """Every `dvc exp run ... -S ...` line of the README's code blocks, and every inline `-S ...` span."""
     text = README.read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S):
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
         for line in block.splitlines():
             if line.startswith("dvc exp run") and " -S " in line:
                 commands.append(re.split(r"\s+#", line, maxsplit=1)[0])
-    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S).replace("\n", " ")
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL).replace("\n", " ")
     commands += [span for span in re.findall(r"`([^`]+)`", prose) if re.search(r"(^|\s)-S ", span)]
     return commands
 
@@ -298,3 +298,61 @@ def test_every_readme_override_composes():
                     failures.append(f"`{command}` composes an invalid config: {e}")
     assert not failures, "README commands that fail:\n\n" + "\n\n".join(failures)
     assert checked >= 15, checked
+
+
+# ----------------------------------------------------------------------------- distill config check / compose
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          check=False)
+
+
+def test_config_check_names_the_params_file_it_read(tmp_path):
+    params = compose(COMMITTED_CONF, ["label.max_attempts=0"])
+    params.pop("split")
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(params))
+    proc = _cli(["config", "check", "--params", str(tmp_path / "other.yaml")], ROOT)
+    assert proc.returncode == 2
+    assert f"invalid 'label' section in {tmp_path / 'other.yaml'}" in proc.stderr
+    assert f"{tmp_path / 'other.yaml'} has no 'split' section" in proc.stderr
+    assert "params.yaml" not in proc.stderr.replace("other.yaml", "")
+
+
+def _project_with_new_filter(tmp_path: Path) -> Path:
+    """A working directory with conf/, filters/ (the real one plus my_filter, a copy) and params.yaml."""
+    shutil.copytree(COMMITTED_CONF, tmp_path / "conf")
+    shutil.copytree(ROOT / "filters", tmp_path / "filters")
+    new = tmp_path / "filters" / "my_filter" / "v1"
+    shutil.copytree(ROOT / "filters" / "sustainability_tech_deployment" / "v1", new)
+    (new / "filter.yaml").write_text(
+        (new / "filter.yaml").read_text().replace("name: sustainability_tech_deployment", "name: my_filter", 1))
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def test_config_check_reports_a_filter_without_its_conf_file(tmp_path):
+    cwd = _project_with_new_filter(tmp_path)
+    proc = _cli(["config", "check"], cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "filter my_filter has no conf/filter/my_filter.yaml" in proc.stderr
+    assert "    name: my_filter\n    version: v1\n    root: filters\n" in proc.stderr
+    (cwd / "conf" / "filter" / "my_filter.yaml").write_text("name: my_filter\nversion: v1\nroot: filters\n")
+    proc = _cli(["config", "check"], cwd)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_config_compose_with_a_filter_without_its_conf_file_says_what_to_create(tmp_path):
+    cwd = _project_with_new_filter(tmp_path)
+    proc = _cli(["config", "compose", "filter=my_filter"], cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Could not find 'filter/my_filter'" in proc.stderr
+    assert "Create conf/filter/my_filter.yaml with:" in proc.stderr and "    name: my_filter\n" in proc.stderr
+    (cwd / "conf" / "filter" / "my_filter.yaml").write_text("name: my_filter\nversion: v1\nroot: filters\n")
+    proc = _cli(["config", "compose", "filter=my_filter"], cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load((cwd / "params.yaml").read_text())["filter"]["name"] == "my_filter"
+
+
+def test_config_compose_with_a_key_the_option_lacks_says_how(tmp_path):
+    proc = _cli(["config", "compose", "--output", str(tmp_path / "p.yaml"), "oracle.transport=aiohttp"], ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "-S oracle=openai -S oracle.transport=aiohttp" in proc.stderr

@@ -102,3 +102,26 @@ def test_openai_oracle_without_key_fails_before_any_request(tmp_path):
     assert proc.returncode == 2
     assert "DISTILL_TEST_MISSING_KEY" in proc.stderr and "Traceback" not in proc.stderr
     assert not (cwd / ".distill").exists()  # not even the cache was opened
+
+
+def test_a_filter_without_its_readme_fails_before_any_work(tmp_path):
+    cwd = _workdir(tmp_path, [])
+    (cwd / "filters/sustainability_tech_deployment/v1/README.md").unlink()
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "README.md is missing" in proc.stderr
+    assert not (cwd / "data").exists()
+
+
+def test_a_filter_missing_from_a_queued_experiment_says_to_commit_it(tmp_path):
+    """`dvc exp run --queue` runs in .dvc/tmp/exps/<tmp>/, a copy of the committed files only."""
+    exp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpq1w2e3"
+    exp.mkdir(parents=True)
+    params = compose(ROOT / "conf", ["filter.name=my_filter"])
+    (exp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = _run("prefilter", exp)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Errno" not in proc.stderr
+    assert "filter definition not found: filters/my_filter/v1/filter.yaml" in proc.stderr
+    assert "queued experiment" in proc.stderr and "commit the filter" in proc.stderr
+    assert "without --queue" in proc.stderr
+

@@ -25,7 +25,7 @@ from distill.config import (
     TrainConfig,
 )
 from distill.errors import ConfigError, DistillError, InputError
-from distill.filterspec import FilterSpec, load_filter
+from distill.filterspec import FilterSpec, load_filter_at
 from distill.providers import ProviderConfig
 
 log = logging.getLogger("distill")
@@ -298,4 +298,4 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
 
 
 def filter_spec(ref: FilterRef) -> FilterSpec:
-    return load_filter(ref.path)
+    return load_filter_at(ref.root, ref.name, ref.version)
