@@ -125,3 +125,45 @@ def test_a_filter_missing_from_a_queued_experiment_says_to_commit_it(tmp_path):
     assert "queued experiment" in proc.stderr and "commit the filter" in proc.stderr
     assert "without --queue" in proc.stderr
 
+
+def _report(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill.cli", "report", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def _dimension_rows(table: str) -> list[str]:
+    lines = table.splitlines()
+    start = lines.index("per-dimension MAE:") + 1
+    return [ln.split()[0] for ln in lines[start:] if ln.startswith("  ")]
+
+
+def test_report_lists_dimensions_in_the_filters_order_as_evaluate_does(tmp_path):
+    from distill.evaluate import format_table
+    from distill.filterspec import load_filter
+    from distill.jsonl import write_json
+
+    cwd = _workdir(tmp_path, [])
+    spec = load_filter(cwd / "filters/sustainability_tech_deployment/v1")
+    assert spec.dimension_names != sorted(spec.dimension_names)  # else this test proves nothing
+    metrics = {"student": "sklearn", "n_test": 8, "mae": {d: 1.0 + i / 10 for i, d in enumerate(spec.dimension_names)},
+               "tier_accuracy": 0.5}
+    write_json(cwd / "metrics/eval.json", metrics)  # as evaluate writes it: keys sorted
+    assert list(json.loads((cwd / "metrics/eval.json").read_text())["mae"]) == sorted(spec.dimension_names)
+    proc = _report(cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert _dimension_rows(proc.stdout) == spec.dimension_names
+    # the table evaluate printed at the end of its run, row for row
+    printed = format_table(metrics, title="student=sklearn vs oracle on 8 test items", dimensions=spec.dimension_names)
+    assert proc.stdout.strip() == printed.strip()
+
+
+def test_report_falls_back_to_the_order_of_the_per_dimension_plot_data(tmp_path):
+    from distill.jsonl import write_json
+
+    cwd = _workdir(tmp_path, ["filter.name=gone"])  # the filter that run used is no longer here
+    order = ["zeta", "alpha", "mid"]
+    write_json(cwd / "metrics/eval.json", {"n_test": 3, "mae": dict.fromkeys(order, 0.5)})
+    write_json(cwd / "data/eval/per_dimension.json", [{"dimension": d, "mae": 0.5} for d in order])
+    proc = _report(cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert _dimension_rows(proc.stdout) == order

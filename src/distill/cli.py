@@ -193,15 +193,46 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
-def report(metrics_path: str) -> None:
-    """Print the evaluation table of the last evaluate run."""
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              help="where the filter (the order of its dimensions) is read from")
+def report(metrics_path: str, params_path: str) -> None:
+    """Print the evaluation table of the last evaluate run, dimensions in the filter's order."""
     from distill.evaluate import format_table
 
     path = Path(metrics_path)
     if not path.is_file():
         raise DistillError(f"{path} not found: run the pipeline first (`dvc exp run`)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    click.echo(format_table(metrics, title=f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"))
+    title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
+    click.echo(format_table(metrics, title=title, dimensions=_dimension_order(params_path, metrics)))
+
+
+def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
+    """The order evaluate printed the dimensions in: the filter's (metrics files are key-sorted), from
+    the filter params.yaml names, else from the per-dimension plot data evaluate wrote; None if neither
+    lists the same dimensions as the metrics."""
+    from distill.config import read_params, section
+    from distill.filterspec import load_filter_at
+
+    wanted = set(metrics.get("mae") or {})
+    try:
+        params = read_params(params_path)
+    except DistillError:
+        return None
+    try:
+        ref = section(params, "filter", params_path)
+        names = load_filter_at(ref.root, ref.name, ref.version).dimension_names
+        if set(names) == wanted:
+            return names
+    except DistillError:
+        pass
+    try:
+        rows = json.loads((Path(section(params, "evaluate", params_path).output_dir) / "per_dimension.json")
+                          .read_text(encoding="utf-8"))
+        names = [r["dimension"] for r in rows]
+    except (DistillError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return names if set(names) == wanted else None
 
 
 if __name__ == "__main__":

@@ -69,8 +69,11 @@ def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]], spe
     return metrics, rows, per_dim
 
 
-def format_table(metrics: dict[str, Any], title: str = "") -> str:
-    """A plain-text table of the headline metrics (what the demo prints at the end)."""
+def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str] | None = None) -> str:
+    """A plain-text table of the headline metrics (what the demo prints at the end).
+
+    ``dimensions`` orders the per-dimension rows (the filter's order); the metrics file cannot carry it,
+    as it is written with sorted keys. Dimensions it does not name follow in the metrics' order."""
     lines = []
     if title:
         lines.append(title)
@@ -80,7 +83,10 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
         v = metrics.get(key)
         lines.append(f"{key:<28}{'-' if v is None else v:>10}")
     lines.append("per-dimension MAE:")
-    for d, v in (metrics.get("mae") or {}).items():
+    mae = metrics.get("mae") or {}
+    order = [d for d in dimensions or [] if d in mae]
+    for d in [*order, *(d for d in mae if d not in order)]:
+        v = mae[d]
         lines.append(f"  {d:<26}{'-' if v is None else v:>10}")
     floor = metrics.get("oracle_floor")
     if floor:  # two oracles (or one asked twice) on the same items: no student is judged below it

@@ -293,7 +293,8 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
     jsonl.write_json(out / "per_dimension.json", per_dim)
     jsonl.write_jsonl(out / "predictions.jsonl", predictions)
     jsonl.write_json(metrics_dir / "eval.json", metrics)
-    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items"))
+    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items",
+                       dimensions=spec.dimension_names))
     return metrics
 
 
