@@ -40,7 +40,8 @@ class PrefilterConfig(Section):
     #: auto picks the reader from the file extension
     format: Literal["auto", "jsonl", "csv", "json", "parquet", "xml"] = "auto"
     #: record field -> source column; a list means "first non-empty of these"
-    field_map: dict[str, str | list[str]] = Field(default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
+    field_map: dict[str, str | list[str]] = Field(
+        default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
     #: extra source columns copied into record["metadata"]
     metadata: list[str] = []
     #: element name holding one record, for XML input

@@ -15,7 +15,8 @@ from distill.filterspec import FilterSpec
 INVALID_TIER = "invalid"
 
 
-def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]], spec: FilterSpec) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]],
+             spec: FilterSpec) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (metrics, per-item rows for the confusion plot, per-dimension rows for the error plot)."""
     from sklearn.metrics import f1_score
 
@@ -63,7 +64,8 @@ def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]], spe
         "overall_mae": mean(overall_err),
         "mae_valid_only": mean([e for d in dims for e in abs_err_valid[d]]),
         "tier_accuracy": round(sum(a == p for a, p in zip(actual, predicted)) / n, 4) if n else None,
-        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 4) if n else None,
+        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 4)
+        if n else None,
     }
     per_dim = [{"dimension": d, "mae": mae[d]} for d in dims]
     return metrics, rows, per_dim

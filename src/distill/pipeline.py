@@ -69,8 +69,10 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     jsonl.write_json(metrics_dir / "prefilter.json", metrics)
     if corpus.quarantine:
         log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", len(corpus.quarantine),
-                    out / "quarantine.jsonl", ", ".join(f"{k}={v}" for k, v in sorted(corpus.quarantine_counts.items())))
-    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked), by_reason)
+                    out / "quarantine.jsonl",
+                    ", ".join(f"{k}={v}" for k, v in sorted(corpus.quarantine_counts.items())))
+    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked),
+             by_reason)
     return metrics
 
 
@@ -173,8 +175,9 @@ def label(
         jsonl.write_json(metrics_dir / "label.json", metrics)
     if labeler.stop_reason:
         raise DistillError(
-            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, {total - stats.valid - stats.invalid} "
-            "left. Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
+            f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
+            f"{total - stats.valid - stats.invalid} left. "
+            "Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
         )
     if stats.provider_errors:
         raise DistillError(
@@ -220,7 +223,8 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
 
 
 # ----------------------------------------------------------------------------- split
-def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
@@ -246,7 +250,8 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path, metrics_di
 
 
 # ----------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path,
+          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.students import train_student
 
     split_dir = Path(split_dir)
