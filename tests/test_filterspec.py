@@ -4,6 +4,7 @@ scores and tiers are computed by us, and the answer schema accepts exactly the v
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from distill.errors import FilterSpecError
-from distill.filterspec import load_filter
+from distill.filterspec import conf_file_text, latest_version, load_filter, load_filter_at
 from distill.validate import Invalid, check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,16 @@ def test_prefilter_pattern_in_the_engines_syntax_is_accepted(tmp_path):
     assert load_filter(broken_copy(tmp_path, edit)).prefilter.block_patterns[0].reason == "ads"
 
 
+def test_every_cross_field_problem_is_reported_at_once(tmp_path):
+    def edit(raw):
+        raw["dimensions"][0]["weight"] = 0.5
+        raw["tiers"][-1]["min_score"] = 0.5
+
+    msg = load_error(broken_copy(tmp_path, edit))
+    assert "must sum to 1.0" in msg and "must have min_score 0" in msg
+    assert len([ln for ln in msg.splitlines() if ln.startswith("  - (top level): ")]) == 2
+
+
 def test_missing_filter(tmp_path):
     assert "filter definition not found" in load_error(tmp_path / "nothing")
 
@@ -257,3 +268,153 @@ def test_schema_limits_the_reasoning(real_filter):
     for bad in ("", too_long):
         got = check(as_json(answer(real_filter, reasoning=bad)), real_filter.json_schema)
         assert isinstance(got, Invalid) and "at reasoning:" in got.detail
+
+
+# ----------------------------------------------------------------------------- the filter's folder
+def project_copy(tmp_path: Path, name: str = "sustainability_tech_deployment", version: str = "v1",
+                 edit=None) -> Path:
+    """The real filter copied to ``tmp_path/filters/<name>/<version>/``, ``edit(raw_yaml_dict)`` applied;
+    with ``tmp_path/conf/filter/`` holding a copy of the real filter's conf file."""
+    dest = tmp_path / "filters" / name / version
+    shutil.copytree(REAL_FILTER, dest)
+    if edit:
+        raw = yaml.safe_load((dest / "filter.yaml").read_text(encoding="utf-8"))
+        edit(raw)
+        (dest / "filter.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    conf = tmp_path / "conf" / "filter"
+    if not conf.exists():
+        shutil.copytree(ROOT / "conf" / "filter", conf)
+    return dest
+
+
+def load_at_error(root: Path, name: str, version: str) -> str:
+    with pytest.raises(FilterSpecError) as e:
+        load_filter_at(root, name, version)
+    return str(e.value)
+
+
+def test_a_complete_filter_folder_loads(tmp_path):
+    project_copy(tmp_path)
+    spec = load_filter_at(tmp_path / "filters", "sustainability_tech_deployment", "v1")
+    assert spec.name == "sustainability_tech_deployment" and spec.version == "v1"
+
+
+def test_version_folder_must_match_the_version_it_declares(tmp_path):
+    project_copy(tmp_path, version="v98")
+    msg = load_at_error(tmp_path / "filters", "sustainability_tech_deployment", "v98")
+    assert "says version: v1, but its folder is v98/" in msg
+    assert "set version: v98, or rename the folder to v1/" in msg
+
+
+def test_name_must_match_its_folder(tmp_path):
+    project_copy(tmp_path, name="deployment")
+    msg = load_at_error(tmp_path / "filters", "deployment", "v1")
+    assert "says name: sustainability_tech_deployment, but its folder is deployment/" in msg
+    assert "set name: deployment" in msg
+
+
+def test_readme_is_required(tmp_path):
+    dest = project_copy(tmp_path)
+    (dest / "README.md").unlink()
+    msg = load_at_error(tmp_path / "filters", "sustainability_tech_deployment", "v1")
+    assert f"{dest / 'README.md'} is missing" in msg and "rubric" in msg
+
+
+def test_every_folder_problem_is_reported_at_once(tmp_path):
+    dest = project_copy(tmp_path, name="other", version="v2")
+    (dest / "README.md").unlink()
+    msg = load_at_error(tmp_path / "filters", "other", "v2")
+    assert "says name:" in msg and "says version:" in msg and "README.md is missing" in msg
+
+
+def test_a_missing_filter_in_a_queued_experiment_says_to_commit_it(tmp_path, monkeypatch):
+    exp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    exp.mkdir(parents=True)
+    monkeypatch.chdir(exp)
+    msg = load_at_error(Path("filters"), "my_filter", "v1")
+    assert "filter definition not found" in msg
+    assert "queued experiment" in msg and "committed to git" in msg and "without --queue" in msg
+    monkeypatch.chdir(tmp_path)  # outside a queued copy: no such advice
+    assert "queued" not in load_at_error(Path("filters"), "my_filter", "v1")
+
+
+def test_latest_version_orders_numerically(tmp_path):
+    for v in ("v2", "v10", "v9"):
+        project_copy(tmp_path, name="x", version=v)
+    assert latest_version(tmp_path / "filters", "x") == "v10"
+    assert latest_version(tmp_path / "filters", "nothing") is None
+
+
+# ----------------------------------------------------------------------------- distill filters list
+def filters_list(tmp_path: Path, monkeypatch) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["filters", "list"])
+    return result.exit_code, result.output
+
+
+def test_filters_list_passes_on_the_real_filters(monkeypatch):
+    code, out = filters_list(ROOT, monkeypatch)
+    assert code == 0, out
+    assert "sustainability_tech_deployment" in out and "INVALID" not in out
+
+
+def test_filters_list_shows_every_problem_in_full_and_fails(tmp_path, monkeypatch):
+    project_copy(tmp_path)
+
+    def edit(raw):
+        raw["dimensions"][0]["weight"] = 0.5
+        raw["tiers"][0], raw["tiers"][1] = raw["tiers"][1], raw["tiers"][0]
+
+    project_copy(tmp_path, version="v98", edit=edit)
+    code, out = filters_list(tmp_path, monkeypatch)
+    assert code == 2
+    lines = out.splitlines()
+    assert any(ln.startswith("sustainability_tech_deployment") and "v1" in ln and "dimensions" in ln for ln in lines)
+    assert re.search(r"^sustainability_tech_deployment +v98 +INVALID:$", out, flags=re.MULTILINE)
+    # the whole message, not its first line: both validation errors
+    assert "invalid filter definition:" in out and "must sum to 1.0" in out and "strictly decreasing" in out
+    assert "says version: v1, but its folder is v98/" in out  # read although the rest does not validate
+    assert "1 invalid filter(s)" in out
+
+
+def test_filters_list_names_the_folder_problems(tmp_path, monkeypatch):
+    project_copy(tmp_path, version="v98")
+    code, out = filters_list(tmp_path, monkeypatch)
+    assert code == 2 and "says version: v1, but its folder is v98/" in out
+
+
+def test_a_filter_without_its_conf_file_is_reported_with_the_file_to_create(tmp_path, monkeypatch):
+    def edit(raw):
+        raw["name"] = "my_filter"
+
+    project_copy(tmp_path)
+    project_copy(tmp_path, name="my_filter", version="v1", edit=edit)
+    project_copy(tmp_path, name="my_filter", version="v2", edit=lambda raw: raw.update(name="my_filter",
+                                                                                          version="v2"))
+    code, out = filters_list(tmp_path, monkeypatch)
+    assert code == 2
+    assert "my_filter has no conf/filter/my_filter.yaml" in out and "-S filter=my_filter" in out
+    assert "INVALID" not in out  # the filter itself is fine
+    # the content to create, printed exactly (indented): the newest version
+    content = re.search(r"Create conf/filter/my_filter.yaml with:\n\n((?:    .*\n)+)", out).group(1)
+    text = "".join(line[4:] + "\n" for line in content.splitlines())
+    assert yaml.safe_load(text) == {"name": "my_filter", "version": "v2", "root": "filters"}
+    (tmp_path / "conf" / "filter" / "my_filter.yaml").write_text(text)
+    code, out = filters_list(tmp_path, monkeypatch)
+    assert code == 0, out
+
+
+def test_a_conf_file_that_selects_a_missing_filter_is_reported(tmp_path, monkeypatch):
+    project_copy(tmp_path)
+    (tmp_path / "conf" / "filter" / "gone.yaml").write_text("name: gone\nversion: v3\nroot: filters\n")
+    code, out = filters_list(tmp_path, monkeypatch)
+    assert code == 2 and "conf/filter/gone.yaml selects filters/gone/v3/, which has no filter.yaml" in out
+
+
+def test_the_printed_conf_file_is_the_shape_of_the_shipped_one():
+    shipped = (ROOT / "conf" / "filter" / "sustainability_tech_deployment.yaml").read_text()
+    assert conf_file_text("sustainability_tech_deployment", "v1") == shipped

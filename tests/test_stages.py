@@ -162,3 +162,68 @@ def test_openai_oracle_without_key_fails_before_any_request(tmp_path):
     assert proc.returncode == 2
     assert "DISTILL_TEST_MISSING_KEY" in proc.stderr and "Traceback" not in proc.stderr
     assert not (cwd / ".distill").exists()  # not even the cache was opened
+
+
+def test_a_filter_without_its_readme_fails_before_any_work(tmp_path):
+    cwd = _workdir(tmp_path, [])
+    (cwd / "filters/sustainability_tech_deployment/v1/README.md").unlink()
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "README.md is missing" in proc.stderr
+    assert not (cwd / "data").exists()
+
+
+def test_a_filter_missing_from_a_queued_experiment_says_to_commit_it(tmp_path):
+    """`dvc exp run --queue` runs in .dvc/tmp/exps/<tmp>/, a copy of the committed files only."""
+    exp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpq1w2e3"
+    exp.mkdir(parents=True)
+    params = compose(ROOT / "conf", ["filter.name=my_filter"])
+    (exp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = _run("prefilter", exp)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Errno" not in proc.stderr
+    assert "filter definition not found: filters/my_filter/v1/filter.yaml" in proc.stderr
+    assert "queued experiment" in proc.stderr and "commit the filter" in proc.stderr
+    assert "without --queue" in proc.stderr
+
+
+def _report(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill.cli", "report", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def _dimension_rows(table: str) -> list[str]:
+    lines = table.splitlines()
+    start = lines.index("per-dimension MAE:") + 1
+    return [ln.split()[0] for ln in lines[start:] if ln.startswith("  ")]
+
+
+def test_report_lists_dimensions_in_the_filters_order_as_evaluate_does(tmp_path):
+    from distill.evaluate import format_table
+    from distill.filterspec import load_filter
+    from distill.jsonl import write_json
+
+    cwd = _workdir(tmp_path, [])
+    spec = load_filter(cwd / "filters/sustainability_tech_deployment/v1")
+    assert spec.dimension_names != sorted(spec.dimension_names)  # else this test proves nothing
+    metrics = {"student": "sklearn", "n_test": 8, "mae": {d: 1.0 + i / 10 for i, d in enumerate(spec.dimension_names)},
+               "tier_accuracy": 0.5}
+    write_json(cwd / "metrics/eval.json", metrics)  # as evaluate writes it: keys sorted
+    assert list(json.loads((cwd / "metrics/eval.json").read_text())["mae"]) == sorted(spec.dimension_names)
+    proc = _report(cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert _dimension_rows(proc.stdout) == spec.dimension_names
+    # the table evaluate printed at the end of its run, row for row
+    printed = format_table(metrics, title="student=sklearn vs oracle on 8 test items", dimensions=spec.dimension_names)
+    assert proc.stdout.strip() == printed.strip()
+
+
+def test_report_falls_back_to_the_order_of_the_per_dimension_plot_data(tmp_path):
+    from distill.jsonl import write_json
+
+    cwd = _workdir(tmp_path, ["filter.name=gone"])  # the filter that run used is no longer here
+    order = ["zeta", "alpha", "mid"]
+    write_json(cwd / "metrics/eval.json", {"n_test": 3, "mae": dict.fromkeys(order, 0.5)})
+    write_json(cwd / "data/eval/per_dimension.json", [{"dimension": d, "mae": 0.5} for d in order])
+    proc = _report(cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert _dimension_rows(proc.stdout) == order

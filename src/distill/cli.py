@@ -41,19 +41,37 @@ def filters() -> None:
 
 @filters.command("list")
 @click.option("--root", default="filters", show_default=True, help="folder holding <name>/<version>/filter.yaml")
-def filters_list(root: str) -> None:
-    """List every filter and whether it loads."""
-    from distill.filterspec import list_filters, load_filter
+@click.option("--config-dir", default="conf", show_default=True,
+              help="Hydra config folder, where filter/<name>.yaml makes a filter selectable")
+def filters_list(root: str, config_dir: str) -> None:
+    """List every filter and whether it loads; exit 2 when any is invalid or not selectable."""
+    from distill.filterspec import check_filter, conf_problems, list_filters
 
     found = list_filters(root)
     if not found:
         raise DistillError(f"no filters found under {root}/ (expected {root}/<name>/<version>/filter.yaml)")
-    for name, version, path in found:
-        try:
-            spec = load_filter(path)
+    invalid = 0
+    for name, version, _ in found:
+        spec, problems = check_filter(root, name, version)
+        if problems:
+            invalid += 1
+            click.echo(f"{name:<36}{version:<6}INVALID:")
+            for problem in problems:
+                click.echo(_indent(problem))
+        else:
+            assert spec is not None
             click.echo(f"{name:<36}{version:<6}{len(spec.dimensions)} dimensions, tiers: {', '.join(spec.tier_names)}")
-        except DistillError as e:
-            click.echo(f"{name:<36}{version:<6}INVALID: {str(e).splitlines()[0]}")
+    unselectable = conf_problems(root, config_dir)
+    for problem in unselectable:
+        click.echo(f"\n{problem}")
+    if invalid or unselectable:
+        counts = [f"{invalid} invalid filter(s)"] if invalid else []
+        counts += [f"{len(unselectable)} problem(s) with {Path(config_dir) / 'filter'}/"] if unselectable else []
+        raise DistillError(" and ".join(counts) + " (above)")
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
 
 
 @filters.command("show")
@@ -63,9 +81,9 @@ def filters_list(root: str) -> None:
 @click.option("--schema", is_flag=True, help="print the JSON schema the oracle must satisfy")
 def filters_show(name: str, version: str, root: str, schema: bool) -> None:
     """Show a filter: dimensions, weights, tiers, prefilter rules."""
-    from distill.filterspec import filter_dir, load_filter
+    from distill.filterspec import load_filter_at
 
-    spec = load_filter(filter_dir(root, name, version))
+    spec = load_filter_at(root, name, version)
     if schema:
         click.echo(json.dumps(spec.json_schema, indent=2))
         return
@@ -93,12 +111,23 @@ def config() -> None:
 
 @config.command("check")
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
-def config_check(params_path: str) -> None:
-    """Validate every section of params.yaml, the filter it names and the oracle's API key."""
-    from distill.config import check_all, load_dotenv, read_params
+@click.option("--config-dir", default="conf", show_default=True,
+              help="Hydra config folder, checked for a filter/<name>.yaml per filter")
+def config_check(params_path: str, config_dir: str) -> None:
+    """Validate every section of params.yaml, the filter it names and the oracle's API key; report
+    filters that no conf/filter/<name>.yaml selects."""
+    from distill.config import FilterRef, check_all, load_dotenv, read_params
+    from distill.filterspec import conf_problems
 
     load_dotenv()
-    problems = check_all(read_params(params_path))
+    params = read_params(params_path)
+    problems = check_all(params, source=params_path)
+    try:
+        root = FilterRef.model_validate(params.get("filter")).root
+    except ValueError:  # already reported by check_all
+        root = "filters"
+    if Path(config_dir).is_dir():
+        problems += conf_problems(root, config_dir)
     if problems:
         for p in problems:
             click.echo(f"error: {p}", err=True)
@@ -190,8 +219,10 @@ def doctor(params_path: str, as_json: bool, skip_model: bool) -> None:
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
-def report(metrics_path: str) -> None:
-    """Print the evaluation table of the last evaluate run."""
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              help="where the filter (the order of its dimensions) is read from")
+def report(metrics_path: str, params_path: str) -> None:
+    """Print the evaluation table of the last evaluate run, dimensions in the filter's order."""
     from distill.evaluate import format_table
 
     path = Path(metrics_path)
@@ -199,7 +230,35 @@ def report(metrics_path: str) -> None:
         raise DistillError(f"{path} not found: run the pipeline first (`dvc exp run`)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
     title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
-    click.echo(format_table(metrics, title=title))
+    click.echo(format_table(metrics, title=title, dimensions=_dimension_order(params_path, metrics)))
+
+
+def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
+    """The order evaluate printed the dimensions in: the filter's (metrics files are key-sorted), from
+    the filter params.yaml names, else from the per-dimension plot data evaluate wrote; None if neither
+    lists the same dimensions as the metrics."""
+    from distill.config import read_params, section
+    from distill.filterspec import load_filter_at
+
+    wanted = set(metrics.get("mae") or {})
+    try:
+        params = read_params(params_path)
+    except DistillError:
+        return None
+    try:
+        ref = section(params, "filter", params_path)
+        names = load_filter_at(ref.root, ref.name, ref.version).dimension_names
+        if set(names) == wanted:
+            return names
+    except DistillError:
+        pass
+    try:
+        rows = json.loads((Path(section(params, "evaluate", params_path).output_dir) / "per_dimension.json")
+                          .read_text(encoding="utf-8"))
+        names = [r["dimension"] for r in rows]
+    except (DistillError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return names if set(names) == wanted else None
 
 
 if __name__ == "__main__":

@@ -185,21 +185,22 @@ SECTIONS: dict[str, Any] = {
 }
 
 
-def student_config(raw: dict[str, Any]) -> SklearnStudent | LoraStudent:
+def student_config(raw: dict[str, Any], source: str | os.PathLike = PARAMS_FILE) -> SklearnStudent | LoraStudent:
     kind = (raw or {}).get("kind")
     model = {"sklearn": SklearnStudent, "lora": LoraStudent}.get(kind)
     if model is None:
-        raise ConfigError(f"student.kind must be 'sklearn' or 'lora', got {kind!r}")
-    return _validate("student", model, raw)
+        raise ConfigError(f"student.kind must be 'sklearn' or 'lora', got {kind!r} (in {source})")
+    return _validate("student", model, raw, source)
 
 
-def _validate(name: str, model: type[BaseModel] | TypeAdapter, raw: Any):
-    """Validate ``raw`` into ``model``; a failure is a ConfigError listing each bad key by its path."""
+def _validate(name: str, model: type[BaseModel] | TypeAdapter, raw: Any, source: str | os.PathLike = PARAMS_FILE):
+    """Validate ``raw`` into ``model``; a failure is a ConfigError listing each bad key by its path.
+    ``source`` is the file the section was read from, named in the message."""
     validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
     try:
         return validate(raw if raw is not None else {})
     except ValidationError as e:
-        lines = [f"invalid '{name}' section in {PARAMS_FILE}:"]
+        lines = [f"invalid '{name}' section in {source}:"]
         for err in e.errors():
             loc = ".".join(str(p) for p in (name, *_user_loc(err["loc"])))
             lines.append(f"  - {loc}: {err['msg'].removeprefix('Value error, ')}")
@@ -225,13 +226,13 @@ def read_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
-def section(params: dict[str, Any], name: str):
-    """Validate one section of ``params`` into its model."""
+def section(params: dict[str, Any], name: str, source: str | os.PathLike = PARAMS_FILE):
+    """Validate one section of ``params`` (read from the file ``source``) into its model."""
     if name == "student":
-        return student_config(params.get("student"))
+        return student_config(params.get("student"), source)
     if name not in params:
-        raise ConfigError(f"{PARAMS_FILE} has no '{name}' section")
-    return _validate(name, SECTIONS[name], params[name])
+        raise ConfigError(f"{source} has no '{name}' section")
+    return _validate(name, SECTIONS[name], params[name], source)
 
 
 def load_dotenv(path: str | os.PathLike = ".env") -> None:
@@ -242,22 +243,21 @@ def load_dotenv(path: str | os.PathLike = ".env") -> None:
         _load(path, override=False)
 
 
-def check_all(params: dict[str, Any]) -> list[str]:
-    """Validate every section, the filter and the oracle's key; return problems (empty when fine)."""
-    from distill.filterspec import load_filter
+def check_all(params: dict[str, Any], source: str | os.PathLike = PARAMS_FILE) -> list[str]:
+    """Validate every section, the filter and the oracle's key; return problems (empty when fine).
+    ``source`` is the file ``params`` was read from, named in the messages."""
+    from distill.filterspec import check_filter
 
     problems = []
     validated = {}
     for name in [*SECTIONS, "student"]:
         try:
-            validated[name] = section(params, name)
+            validated[name] = section(params, name, source)
         except ConfigError as e:
             problems.append(str(e))
     if "filter" in validated:
-        try:
-            load_filter(validated["filter"].path)
-        except ConfigError as e:
-            problems.append(str(e))
+        ref = validated["filter"]
+        problems.extend(check_filter(ref.root, ref.name, ref.version)[1])
     oracle = validated.get("oracle")
     if oracle is not None:
         for member in [oracle, *oracle.mix]:

@@ -20,3 +20,17 @@ class InputError(DistillError):
 
 class FilterSpecError(ConfigError):
     """A filter definition under ``filters/`` is invalid."""
+
+
+def queued_copy_hint(what: str) -> str:
+    """Advice for a file missing in a queued experiment's copy of the project, else an empty string.
+
+    ``dvc exp run --queue`` (and ``--temp``) runs in ``.dvc/tmp/exps/...``, a copy holding only the files
+    committed to git, so a file that exists in the workspace but was never committed is missing there.
+    """
+    from pathlib import Path
+
+    if "/.dvc/tmp/exps/" not in Path.cwd().resolve().as_posix() + "/":
+        return ""
+    return (f"; this run is a queued experiment ({Path.cwd()}), which copies only the files committed to git: "
+            f"commit {what} first (git add, git commit), or run without --queue")

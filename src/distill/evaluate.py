@@ -15,7 +15,8 @@ from distill.filterspec import FilterSpec
 INVALID_TIER = "invalid"
 
 
-def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]], spec: FilterSpec) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]],
+             spec: FilterSpec) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (metrics, per-item rows for the confusion plot, per-dimension rows for the error plot)."""
     from sklearn.metrics import f1_score
 
@@ -63,14 +64,18 @@ def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]], spe
         "overall_mae": mean(overall_err),
         "mae_valid_only": mean([e for d in dims for e in abs_err_valid[d]]),
         "tier_accuracy": round(sum(a == p for a, p in zip(actual, predicted)) / n, 4) if n else None,
-        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 4) if n else None,
+        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 4)
+        if n else None,
     }
     per_dim = [{"dimension": d, "mae": mae[d]} for d in dims]
     return metrics, rows, per_dim
 
 
-def format_table(metrics: dict[str, Any], title: str = "") -> str:
-    """A plain-text table of the headline metrics (what the demo prints at the end)."""
+def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str] | None = None) -> str:
+    """A plain-text table of the headline metrics (what the demo prints at the end).
+
+    ``dimensions`` orders the per-dimension rows (the filter's order); the metrics file cannot carry it,
+    as it is written with sorted keys. Dimensions it does not name follow in the metrics' order."""
     lines = []
     if title:
         lines.append(title)
@@ -80,7 +85,10 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
         v = metrics.get(key)
         lines.append(f"{key:<28}{'-' if v is None else v:>10}")
     lines.append("per-dimension MAE:")
-    for d, v in (metrics.get("mae") or {}).items():
+    mae = metrics.get("mae") or {}
+    order = [d for d in dimensions or [] if d in mae]
+    for d in [*order, *(d for d in mae if d not in order)]:
+        v = mae[d]
         lines.append(f"  {d:<26}{'-' if v is None else v:>10}")
     floor = metrics.get("oracle_floor")
     if floor:  # two oracles (or one asked twice) on the same items: no student is judged below it

@@ -25,7 +25,7 @@ from distill.config import (
     TrainConfig,
 )
 from distill.errors import ConfigError, DistillError, InputError
-from distill.filterspec import FilterSpec, load_filter
+from distill.filterspec import FilterSpec, load_filter_at
 from distill.providers import ProviderConfig
 
 log = logging.getLogger("distill")
@@ -206,8 +206,8 @@ def label(
     if labeler.stop_reason:
         raise DistillError(
             f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
-            f"{total - stats.valid - stats.invalid} "
-            "left. Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
+            f"{total - stats.valid - stats.invalid} left. "
+            "Raise label.budget_usd and rerun: answers so far are cached and will not be paid again."
         )
     if stats.provider_errors:
         raise DistillError(
@@ -328,9 +328,10 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
     jsonl.write_json(out / "per_dimension.json", per_dim)
     jsonl.write_jsonl(out / "predictions.jsonl", predictions)
     jsonl.write_json(metrics_dir / "eval.json", metrics)
-    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items"))
+    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items",
+                       dimensions=spec.dimension_names))
     return metrics
 
 
 def filter_spec(ref: FilterRef) -> FilterSpec:
-    return load_filter(ref.path)
+    return load_filter_at(ref.root, ref.name, ref.version)

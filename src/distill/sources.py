@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import PrefilterConfig
-from distill.errors import InputError
+from distill.errors import InputError, queued_copy_hint
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json", ".parquet": "parquet", ".xml": "xml"}
 _RAW_PREVIEW = 300
@@ -457,7 +457,8 @@ def _warn(result: CorpusResult, cfg: PrefilterConfig, display: str, synthesised_
 def _input_path(cfg: PrefilterConfig, base_dir: str | Path) -> Path:
     path = Path(base_dir) / cfg.input
     if not path.exists():
-        raise InputError(f"input file not found: {cfg.input} (set prefilter.input)")
+        hint = queued_copy_hint(f"{cfg.input} (or `dvc add` it, or set prefilter.input to an absolute path)")
+        raise InputError(f"input file not found: {cfg.input} (set prefilter.input){hint}")
     if path.is_dir():
         raise InputError(f"{cfg.input} is a directory; prefilter.input must name one file")
     if path.stat().st_size == 0:

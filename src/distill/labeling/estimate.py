@@ -36,7 +36,7 @@ from typing import Any
 from distill import jsonl
 from distill.config import LabelConfig, read_params, section
 from distill.errors import ConfigError, InputError
-from distill.filterspec import load_filter
+from distill.filterspec import load_filter_at
 from distill.labeling.budget import request_cost
 from distill.labeling.build import build_labeler
 from distill.labeling.conversation import Conversation
@@ -299,7 +299,8 @@ def estimate(
         raise ConfigError("--latency-s must be positive")
     if output_factor <= 0:
         raise ConfigError("--output-factor must be positive")
-    spec = load_filter(section(params, "filter").path)
+    ref = section(params, "filter")
+    spec = load_filter_at(ref.root, ref.name, ref.version)
     oracle_cfg: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     if input_path is None:

@@ -30,7 +30,7 @@ import yaml
 from distill import jsonl
 from distill.config import SECTIONS, LabelConfig, OracleCheckConfig, _validate, read_params, section
 from distill.errors import ConfigError, DistillError, InputError
-from distill.filterspec import FilterSpec, load_filter
+from distill.filterspec import FilterSpec, load_filter_at
 from distill.labeling.budget import Budget
 from distill.labeling.build import build_labeler, providers_for
 from distill.labeling.cache import ResponseCache
@@ -242,7 +242,8 @@ def oracle_check(
     cfg = check_config(params)
     if sample_size is not None:
         cfg = cfg.model_copy(update={"sample_size": sample_size})
-    spec = load_filter(section(params, "filter").path)
+    ref = section(params, "filter")
+    spec = load_filter_at(ref.root, ref.name, ref.version)
     first: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     second, how = second_oracle(first, cfg.second, config_dir)
