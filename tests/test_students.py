@@ -33,9 +33,11 @@ def _example(i: int, topic: str, score: int) -> dict:
     }
 
 
-def _dataset(n: int) -> list[dict]:
-    topics = [("solar farm", 9), ("pilot electrolyser", 5), ("announced plan", 3), ("football", 0)]
-    return [_example(i, *topics[i % len(topics)]) for i in range(n)]
+TOPICS = [("solar farm", 9), ("pilot electrolyser", 5), ("announced plan", 3), ("football", 0)]
+
+
+def _dataset(n: int, start: int = 0) -> list[dict]:
+    return [_example(i, *TOPICS[i % len(TOPICS)]) for i in range(start, start + n)]
 
 
 def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
@@ -52,9 +54,24 @@ def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
     assert all(0 <= v <= 10 for p in preds for v in p["scores"].values())
 
 
+def _random_score_chats(n: int) -> list[str]:
+    """Chats in the answer format whose scores are random: what a base model learns from these is
+    the format (keys, JSON, turn markers), not which score a kind of article gets."""
+    import random
+
+    rng = random.Random(1)
+    chats = []
+    for e in _dataset(n, start=1000):
+        label = {d: rng.randint(0, 10) for d in DIMS} | {"reasoning": json.loads(e["messages"][2]["content"])["reasoning"]}
+        messages = [*e["messages"][:2], {"role": "assistant", "content": json.dumps(label)}]
+        chats.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages))
+    return chats
+
+
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    """A 2-layer Qwen2 with a BPE tokenizer trained here: trains in seconds, no download."""
+    """A 2-layer Qwen2 with a BPE tokenizer trained here, pretrained for a few seconds on chats in the
+    answer format with random scores: it writes the format but does not know the task. No download."""
     pytest.importorskip("torch")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -82,7 +99,16 @@ def tiny_base(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(root)
+    model = Qwen2ForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = fast(_random_score_chats(48), return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for _ in range(300):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(root)
     return str(root)
 
 
@@ -90,7 +116,7 @@ def tiny_base(tmp_path_factory):
 def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
     train = _dataset(8)
     cfg = LoraStudent(kind="lora", base_model=tiny_base, rank=16, alpha=32, dropout=0.0,
-                      max_steps=60, learning_rate=2e-2, batch_size=4, max_length=256, max_new_tokens=120,
+                      max_steps=60, learning_rate=1e-2, batch_size=4, max_length=256, max_new_tokens=120,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     metrics = train_student(cfg, train, train[:2], DIMS, tmp_path / "m")
     assert metrics["steps"] == 60
@@ -98,12 +124,16 @@ def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
     assert (tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
     assert read_manifest(tmp_path / "m")["kind"] == "lora"
 
-    preds = predict(tmp_path / "m", train[:4], SPEC.json_schema)
-    assert [p["id"] for p in preds] == [e["id"] for e in train[:4]]
-    assert all(isinstance(p["raw"], str) for p in preds)
-    # every answer either parsed into all dimensions or is marked invalid with its reason
-    for p in preds:
-        assert (p["scores"] is not None and set(p["scores"]) == set(DIMS)) or p["invalid_reason"]
+    # articles it has not seen (other numbers, same four kinds): the answers are the schema's JSON,
+    # with the scores the oracle gives that kind of article
+    held_out = _dataset(8, start=100)
+    preds = predict(tmp_path / "m", held_out, SPEC.json_schema)
+    assert [p["id"] for p in preds] == [e["id"] for e in held_out]
+    valid = [(p, e) for p, e in zip(preds, held_out) if p["scores"] is not None]
+    assert len(valid) >= 6, [p["raw"] for p in preds]
+    assert all(p["invalid_reason"] for p in preds if p["scores"] is None)
+    right = sum(p["scores"] == e["scores"] for p, e in valid)
+    assert right >= len(valid) - 1, [(p["scores"], e["scores"]) for p, e in valid]
 
 
 @pytest.mark.slow
