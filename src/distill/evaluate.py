@@ -4,6 +4,10 @@ An LLM student's answer that does not parse or validate counts against it: its t
 (always wrong) and each of its dimension errors is the worst possible for that item
 (``max(truth, scale_max - truth)``). ``mae_valid_only`` reports the error on the answers that did parse.
 The overall score and tier of a prediction are computed by the filter, as for the oracle.
+
+Macro-F1 is the mean F1 over the filter's tiers (all of them, so experiments share one denominator):
+an invalid answer is a miss for its true tier (not a class of its own), and a tier with neither test
+items nor predictions counts as 1 (nothing to get wrong).
 """
 
 from __future__ import annotations
@@ -55,7 +59,6 @@ def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]],
     mae = {d: mean(abs_err[d]) for d in dims}
     actual = [r["actual"] for r in rows]
     predicted = [r["predicted"] for r in rows]
-    labels = sorted(set(actual) | set(predicted))
     metrics = {
         "n_test": n,
         "valid_json_share": round(valid / n, 4) if n else None,
@@ -64,8 +67,8 @@ def evaluate(truth: list[dict[str, Any]], predictions: list[dict[str, Any]],
         "overall_mae": mean(overall_err),
         "mae_valid_only": mean([e for d in dims for e in abs_err_valid[d]]),
         "tier_accuracy": round(sum(a == p for a, p in zip(actual, predicted)) / n, 4) if n else None,
-        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 4)
-        if n else None,
+        "macro_f1": round(float(f1_score(actual, predicted, labels=spec.tier_names, average="macro",
+                                         zero_division=1.0)), 4) if n else None,
     }
     per_dim = [{"dimension": d, "mae": mae[d]} for d in dims]
     return metrics, rows, per_dim
