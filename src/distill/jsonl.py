@@ -27,16 +27,44 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Temporary files a killed writer of ``path`` left behind (its pid no longer runs)."""
+    for stale in path.parent.glob(_tmp_prefix(path) + "*"):
+        pid = stale.name.removeprefix(_tmp_prefix(path)).split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                stale.unlink(missing_ok=True)
+            except PermissionError:  # another user's live process
+                pass
+
+
 class AtomicWriter:
     """Write a file under a temporary name and move it into place on success.
 
-    A stage killed half way never leaves a truncated output that looks complete.
+    A stage killed half way never leaves a truncated output that looks complete. The temporary file
+    is named after the writer's pid (``.<name>.tmp-<pid>.<random>``), so the next writer of the same
+    output removes what a killed one left; the finished file gets the mode a plain ``open`` would
+    have given it (0666 less the umask), not the temporary file's 0600.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        _remove_stale_temp_files(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(self.path)}{os.getpid()}.", dir=self.path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
         self._tmp = Path(tmp)
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self.count = 0
@@ -67,6 +95,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write a small JSON document (metrics, reports) atomically, pretty-printed and key-sorted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f"{_tmp_prefix(path)}{os.getpid()}")
     tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
