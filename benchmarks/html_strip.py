@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from distill import sources
+from distill import htmltext, sources
 
 POSTS = ROOT.parent / "shared" / "data" / "questions" / "stackexchange_coffee_Posts.xml"
 _OLD_TAG_RE = re.compile(r"<[^>]+>")
@@ -65,12 +65,12 @@ def old_regex(body: str) -> str:
 
 
 def candidates() -> dict[str, Callable[[str], str]]:
-    found: dict[str, Callable[[str], str]] = {"regex (old)": old_regex, "stdlib html.parser": sources.html_to_text}
+    found: dict[str, Callable[[str], str]] = {"regex (old)": old_regex, "stdlib html.parser": htmltext.html_to_text}
     try:
         from selectolax.lexbor import LexborHTMLParser
 
         def selectolax(body: str) -> str:
-            out = sources._TextBuilder()
+            out = htmltext._TextBuilder()
             _walk(LexborHTMLParser(body).body, out)
             return out.text()
 
@@ -79,7 +79,7 @@ def candidates() -> dict[str, Callable[[str], str]]:
                 tag = child.tag
                 if tag == "-text":
                     out.data(child.text_content or "")
-                elif tag in sources._SKIP_TAGS or tag.startswith(("_", "!")):
+                elif tag in htmltext._SKIP_TAGS or tag.startswith(("_", "!")):
                     continue
                 else:
                     out.start(tag)

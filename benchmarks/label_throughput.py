@@ -341,7 +341,8 @@ wall = time.perf_counter() - t0; r1 = resource.getrusage(resource.RUSAGE_SELF)
 ds = getattr(out, "dataset", out)
 n = sum(1 for row in ds if row.get("response"))
 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-print("RESULT " + json.dumps({"labels": n, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": r1.ru_maxrss / 1024}), flush=True)
+result = {"labels": n, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": r1.ru_maxrss / 1024}
+print("RESULT " + json.dumps(result), flush=True)
 """
 
 
@@ -397,14 +398,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             r["server_cpu_s"], r["load_before"] = srv.cpu_s() - c0, load0
                             shutil.rmtree(wd, ignore_errors=True)
                             if r["labels"] != args.records:
-                                raise RuntimeError(f"{impl} at {latency}s/{conc}: {r['labels']} of {args.records} labels")
+                                raise RuntimeError(
+                                    f"{impl} at {latency}s/{conc}: {r['labels']} of {args.records} labels")
                             runs.append(r)
                         r = max(runs, key=rate)  # best of the repeats: the machine is shared
                         r["all_rates"] = [round(rate(x)) for x in runs]
                         row[impl] = r
                         print(f"  {impl:9s} latency {latency * 1000:4.0f} ms  concurrency {conc:4d}: "
-                              f"{r['labels'] / r['wall_s']:8.0f} labels/s  {1000 * r['cpu_s'] / r['labels']:.3f} CPU ms/label  "
-                              f"peak RSS {r['peak_rss_mb']:.0f} MB  server {1000 * r['server_cpu_s'] / r['labels']:.3f} "
+                              f"{r['labels'] / r['wall_s']:8.0f} labels/s  "
+                              f"{1000 * r['cpu_s'] / r['labels']:.3f} CPU ms/label  "
+                              f"peak RSS {r['peak_rss_mb']:.0f} MB  "
+                              f"server {1000 * r['server_cpu_s'] / r['labels']:.3f} "
                               f"CPU ms/request  load before {load0:.2f}", flush=True)
                     results["rows"].append(row)
                 if latency == 0 and args.curator_python and not args.reuse:
@@ -413,7 +417,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with Server(0.0) as srv:
                 wd = tmp / "million"
                 wd.mkdir()
-                print(f"  million: up to {args.million:,} records, at most {args.million_seconds:.0f} s ...", flush=True)
+                print(f"  million: up to {args.million:,} records, at most {args.million_seconds:.0f} s ...",
+                      flush=True)
                 load0, c0 = os.getloadavg()[0], srv.cpu_s()
                 r = _spawn(client_cmd("million", srv.url, args.million_concurrency, wd, n=args.million,
                                       seconds=args.million_seconds), args.million_seconds + 600)
@@ -548,7 +553,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
     zero = [r for r in rows if r["latency_ms"] == 0]
     ceiling = max((rate(r["engine"]) for r in zero), default=None)
     if zero:
-        lines.append(f"- >= 2,000 labels/s at 0 ms: {'met' if min(rate(r['engine']) for r in zero) >= 2000 else 'MISSED'} "
+        met = "met" if min(rate(r["engine"]) for r in zero) >= 2000 else "MISSED"
+        lines.append(f"- >= 2,000 labels/s at 0 ms: {met} "
                      f"({', '.join(_at(r) for r in zero)}). With no server latency this is the client's CPU "
                      "ceiling on this machine, with the server taking part of the other core.")
     for r in rows:
@@ -611,12 +617,14 @@ def _million_md(m: dict[str, Any] | None) -> list[str]:
     done = m["labels"]
     lines = [f"Million-record stream (same engine objects as pipeline.label, records generated on the fly, 0 ms "
              f"server, concurrency {m['concurrency']}): {done:,} of {m['target']:,} records labelled and written in "
-             f"{m['wall_s']:.0f} s ({done / m['wall_s']:,.0f} labels/s, {1000 * m['cpu_s'] / max(done, 1):.3f} CPU ms/label"
+             f"{m['wall_s']:.0f} s ({done / m['wall_s']:,.0f} labels/s, "
+             f"{1000 * m['cpu_s'] / max(done, 1):.3f} CPU ms/label"
              + ("" if done >= m["target"] else f"; stopped by the time bound, the full million would take about "
                 f"{m['target'] / (done / m['wall_s']) / 60:.0f} minutes at this rate") + "). "
              f"Peak RSS {m['peak_rss_mb']:.0f} MB (target < 400 MB: {'met' if m['peak_rss_mb'] < 400 else 'MISSED'}); "
              f"RSS at start {m['rss_start_mb']:.0f} MB. Server CPU {1000 * m['server_cpu_s'] / max(done, 1):.3f} ms "
-             f"per request; load average before the run {m['load_before']:.2f}.", "", "| seconds | records done | RSS MB |", "|---:|---:|---:|"]
+             f"per request; load average before the run {m['load_before']:.2f}.", "",
+             "| seconds | records done | RSS MB |", "|---:|---:|---:|"]
     curve = m["curve"]
     step = max(1, len(curve) // 12)
     picked = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])
@@ -717,7 +725,8 @@ def main(argv: list[str] | None = None) -> None:
         other = json.loads(Path(args.also).read_text(encoding="utf-8"))
         loads = [r["engine"]["load_before"] for r in other["results"]["rows"]]
         runs = other["args"].get("repeats", 1)
-        title = (f"### Another run of the same benchmark the same day, {'best of ' + str(runs) if runs > 1 else 'one run'}"
+        how = "best of " + str(runs) if runs > 1 else "one run"
+        title = (f"### Another run of the same benchmark the same day, {how}"
                  f" per cell (load average {min(loads):.1f} to {max(loads):.1f} before the engine runs)")
         extra = ["", title, "", f"Command: `{other['command']}`", "",
                  table(other["results"]), ""]

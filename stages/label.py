@@ -11,7 +11,9 @@ from distill.stage import stage
 def main(params):
     spec = pipeline.filter_spec(section(params, "filter"))
     prefilter = section(params, "prefilter")
-    pipeline.label(section(params, "label"), section(params, "oracle"), spec, Path(prefilter.output_dir) / "passed.jsonl")
+    pipeline.label(
+        section(params, "label"), section(params, "oracle"), spec, Path(prefilter.output_dir) / "passed.jsonl"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from distill import pipeline
 from distill.config import LabelConfig
 from distill.errors import ConfigError, DistillError
 from distill.filterspec import load_filter
-from distill.labeling.batch import Ledger, ledger_path, run_batch
+from distill.labeling.batch import run_batch
+from distill.labeling.ledger import Ledger, ledger_path
 from distill.providers import ProviderConfig, oracle_config
 from distill.providers.gemini import GeminiProvider
 from tests.fakes import gemini_server, openai_server

@@ -62,7 +62,9 @@ def _random_score_chats(n: int) -> list[str]:
     rng = random.Random(1)
     chats = []
     for e in _dataset(n, start=1000):
-        label = {d: rng.randint(0, 10) for d in DIMS} | {"reasoning": json.loads(e["messages"][2]["content"])["reasoning"]}
+        label = {d: rng.randint(0, 10) for d in DIMS} | {
+            "reasoning": json.loads(e["messages"][2]["content"])["reasoning"]
+        }
         messages = [*e["messages"][:2], {"role": "assistant", "content": json.dumps(label)}]
         chats.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages))
     return chats
@@ -82,19 +84,31 @@ def tiny_base(tmp_path_factory):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"],
+        vocab_size=400,
+        special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts * 5, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<pad>", bos_token=None,
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        bos_token=None,
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(root)
     config = Qwen2Config(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
     )
     import torch
 
@@ -115,9 +129,19 @@ def tiny_base(tmp_path_factory):
 @pytest.mark.slow
 def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
     train = _dataset(8)
-    cfg = LoraStudent(kind="lora", base_model=tiny_base, rank=16, alpha=32, dropout=0.0,
-                      max_steps=60, learning_rate=1e-2, batch_size=4, max_length=256, max_new_tokens=120,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = LoraStudent(
+        kind="lora",
+        base_model=tiny_base,
+        rank=16,
+        alpha=32,
+        dropout=0.0,
+        max_steps=60,
+        learning_rate=1e-2,
+        batch_size=4,
+        max_length=256,
+        max_new_tokens=120,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     metrics = train_student(cfg, train, train[:2], DIMS, tmp_path / "m")
     assert metrics["steps"] == 60
     assert metrics["last_step_loss"] < metrics["first_step_loss"] - 0.3  # it learns

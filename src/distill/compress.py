@@ -14,7 +14,9 @@ import re
 # A sentence ends at ., ! or ? (optionally followed by closing quotes/brackets) before whitespace and
 # an uppercase letter, digit or opening quote. Common abbreviations do not end a sentence.
 _BOUNDARY = re.compile(r"""(?<=[.!?])(["'”’)\]]*)\s+(?=["'“‘(\[]?[A-Z0-9])""")
-_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|No|vs|etc|Inc|Ltd|Co|Corp|Jr|Sr|U\.S|U\.K|e\.g|i\.e)\.|\b[A-Z]\.)$")
+_ABBREV = re.compile(
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|No|vs|etc|Inc|Ltd|Co|Corp|Jr|Sr|U\.S|U\.K|e\.g|i\.e)\.|\b[A-Z]\.)$"
+)
 
 
 def split_sentences(paragraph: str) -> list[str]:

@@ -29,7 +29,9 @@ def allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return {"train": n - test - val, "val": val, "test": test}
 
 
-def stratified_split(rows: list[dict[str, Any]], fractions: dict[str, float], seed: int) -> dict[str, list[dict[str, Any]]]:
+def stratified_split(
+    rows: list[dict[str, Any]], fractions: dict[str, float], seed: int
+) -> dict[str, list[dict[str, Any]]]:
     by_tier: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["id"]):
         by_tier[row["tier"]].append(row)
@@ -62,9 +64,7 @@ def balance_report(
 ) -> dict[str, Any]:
     total = Counter(r["tier"] for rows in splits.values() for r in rows)
     n = sum(total.values())
-    per_split = {
-        s: {t: sum(1 for r in rows if r["tier"] == t) for t in tiers} for s, rows in splits.items()
-    }
+    per_split = {s: {t: sum(1 for r in rows if r["tier"] == t) for t in tiers} for s, rows in splits.items()}
     shares = {t: (total[t] / n if n else 0.0) for t in tiers}
     violations = []
     for t in tiers:

@@ -45,10 +45,6 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
-    return _compiled(schema)[1]
-
-
 # ----------------------------------------------------------------------------- the fast pre-check
 _SCALAR_KEYS = frozenset({"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                           "minLength", "maxLength", "title", "description"})

@@ -188,3 +188,48 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
                 w.set_exception(error)
         except RuntimeError:  # its event loop is closed: nobody is waiting any more
             pass
+
+
+class ReadOnlyCache:
+    """The response cache opened read-only (an estimate never creates or writes it)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        if self.path.is_file():
+            self._db = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30
+            )
+            try:
+                self._db.execute("SELECT 1 FROM responses LIMIT 1")
+            except sqlite3.DatabaseError:
+                self._db.close()
+                self._db = None
+
+    @property
+    def exists(self) -> bool:
+        return self._db is not None
+
+    def get(self, key: str) -> ChatResponse | None:
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return ChatResponse.from_json(json.loads(row[0])) if row else None
+
+    def output_pilot(self, provider: str, model: str) -> tuple[int, float]:
+        """(answers, mean output tokens) over every cached answer of ``provider``/``model``."""
+        if self._db is None:
+            return 0, 0.0
+        n, total = 0, 0
+        rows = self._db.execute(
+            "SELECT response FROM responses WHERE provider = ? AND model = ?", (provider, model)
+        )
+        for (blob,) in rows:
+            n += 1
+            total += int(json.loads(blob).get("output_tokens") or 0)
+        return n, (total / n if n else 0.0)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

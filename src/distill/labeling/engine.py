@@ -205,7 +205,8 @@ class Labeler:
         return request_key(self.identities[id(provider)], request)
 
     # ------------------------------------------------------------------ one request
-    async def _ask(self, provider: Provider, messages: list[dict[str, str]], record_id: str) -> tuple[ChatResponse, bool]:
+    async def _ask(self, provider: Provider, messages: list[dict[str, str]],
+                   record_id: str) -> tuple[ChatResponse, bool]:
         request = self.request_for(messages)
         key = self.key_for(provider, request)
         cached = self.cache.get(key)
@@ -222,8 +223,10 @@ class Labeler:
         reservation = request_cost(price, est_in, est_out)
         if not await self.budget.admit(reservation):
             if not self.stop_reason:  # the first to find the cap reached says so, once
-                self.stop_reason = (f"budget reached: ${self.budget.spent:.4f} spent, "
-                                    f"${max(0.0, self.budget.reserved):.4f} in flight, cap ${self.budget.cap:.4f}")
+                self.stop_reason = (
+                    f"budget reached: ${self.budget.spent:.4f} spent, "
+                    f"${max(0.0, self.budget.reserved):.4f} in flight, cap ${self.budget.cap:.4f}"
+                )
                 self.events.emit("budget_reached", spent_usd=round(self.budget.spent, 6), cap_usd=self.budget.cap)
             raise BudgetReached(self.stop_reason)
         if self.stop_reason:  # stopped while this one waited for the budget
@@ -241,12 +244,23 @@ class Labeler:
         s.input_tokens += response.input_tokens
         s.output_tokens += response.output_tokens
         s.cost_usd += cost
-        s.count_provider(provider.describe(), requests=1, input_tokens=response.input_tokens,
-                         output_tokens=response.output_tokens, cost_usd=cost)
+        s.count_provider(
+            provider.describe(),
+            requests=1,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=cost,
+        )
         await self._store(key, provider, response)  # committed before the record can be reported done
-        self.events.emit("request_done", id=record_id, oracle=provider.describe(),
-                         input_tokens=response.input_tokens, output_tokens=response.output_tokens,
-                         cost_usd=round(cost, 8), finish_reason=response.finish_reason)
+        self.events.emit(
+            "request_done",
+            id=record_id,
+            oracle=provider.describe(),
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=round(cost, 8),
+            finish_reason=response.finish_reason,
+        )
         return response, False
 
     async def _store(self, key: str, provider: Provider, response: ChatResponse) -> None:
@@ -256,7 +270,9 @@ class Labeler:
         else:
             await put_async(key, provider.name, provider.model, response)
 
-    async def _send(self, provider: Provider, request: ChatRequest, est_in: int, est_out: int, record_id: str) -> ChatResponse:
+    async def _send(
+        self, provider: Provider, request: ChatRequest, est_in: int, est_out: int, record_id: str
+    ) -> ChatResponse:
         """One request with transport retries (own budget, backoff with jitter, Retry-After honoured)."""
         attempt = 0
         while True:
@@ -284,28 +300,42 @@ class Labeler:
                             slot.throttled(None if e.retry_after is None else min(e.retry_after, self.backoff_max_s))
             if err.throttled:
                 self.stats.rate_limited += 1
-                self.events.emit("rate_limited", id=record_id, oracle=provider.describe(), status=err.status,
-                                 retry_after=err.retry_after)
+                self.events.emit(
+                    "rate_limited",
+                    id=record_id,
+                    oracle=provider.describe(),
+                    status=err.status,
+                    retry_after=err.retry_after,
+                )
             else:  # a circuit breaker: a dead server is not hammered with every retry of every record
                 self._consecutive_errors += 1
                 self.first_error = self.first_error or str(err)
                 if self._consecutive_errors >= self.max_consecutive_errors:
                     raise TooManyProviderErrors(
-                        f"{self._consecutive_errors} requests in a row failed; stopping. First error: {self.first_error}"
+                        f"{self._consecutive_errors} requests in a row failed; stopping. "
+                        f"First error: {self.first_error}"
                     ) from None
             if not err.transient or attempt >= self.transport_retries:
                 raise err
             delay = self._backoff(attempt, err.retry_after)
             attempt += 1
             self.stats.transport_retries += 1
-            self.events.emit("retry", id=record_id, oracle=provider.describe(), status=err.status,
-                             attempt=attempt, delay_s=round(delay, 3), error=str(err)[:200])
+            self.events.emit(
+                "retry",
+                id=record_id,
+                oracle=provider.describe(),
+                status=err.status,
+                attempt=attempt,
+                delay_s=round(delay, 3),
+                error=str(err)[:200],
+            )
             await asyncio.sleep(delay)
 
     def _check_breaker(self) -> None:
         if self._consecutive_errors >= self.max_consecutive_errors:  # tripped: nothing more is sent
-            raise TooManyProviderErrors(f"{self._consecutive_errors} requests in a row failed; stopping. "
-                                        f"First error: {self.first_error}")
+            raise TooManyProviderErrors(
+                f"{self._consecutive_errors} requests in a row failed; stopping. First error: {self.first_error}"
+            )
 
     def _check_up(self, provider: Provider) -> None:
         """A provider marked down in this run gets nothing more while another is up: the record
@@ -373,14 +403,18 @@ class Labeler:
             "usage": usage,
         }
 
-    def _invalid(self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str,
-                 provider: Provider) -> tuple[str, dict[str, Any]]:
+    def _invalid(
+        self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str, provider: Provider
+    ) -> tuple[str, dict[str, Any]]:
         self.stats.invalid += 1
         self.stats.invalid_reasons[reason] = self.stats.invalid_reasons.get(reason, 0) + 1
         self.events.emit("invalid", id=item["id"], reason=reason, oracle=provider.describe())
         return "invalid", {
-            "id": item["id"], "reason": reason, "oracle": provider.describe(),
-            "messages": item["messages"], "attempts": attempts,
+            "id": item["id"],
+            "reason": reason,
+            "oracle": provider.describe(),
+            "messages": item["messages"],
+            "attempts": attempts,
         }
 
     # ------------------------------------------------------------------ a stream of records
@@ -390,7 +424,9 @@ class Labeler:
                 return
             yield record
 
-    async def run(self, records: Iterable[dict[str, Any]], concurrency: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def run(
+        self, records: Iterable[dict[str, Any]], concurrency: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Label a stream, at most ``concurrency`` requests in flight, output in input order.
 
         With a scheduler, its adaptive concurrency is what bounds requests in flight, so twice as
@@ -399,6 +435,7 @@ class Labeler:
         place would otherwise idle for a few ms of client work per request).
         """
         records_in_progress = concurrency * 2 if self.scheduler is not None else concurrency
-        async for outcome in ordered_bounded_map(self._until_stopped(records), self.label,
-                                                 records_in_progress, window=concurrency * 4):
+        async for outcome in ordered_bounded_map(
+            self._until_stopped(records), self.label, records_in_progress, window=concurrency * 4
+        ):
             yield outcome

@@ -21,14 +21,14 @@ Input tokens are counted
 Output tokens come from a pilot: the mean of the cached answers for these records, else of every
 cached answer of the provider and model, else ``oracle.max_tokens`` times a factor. The method used
 for each is part of the result. No request is made and no API key is needed.
+
+Length: over 400 lines because it is one computation walked end to end (the records, the
+conversation through the cache, tokens, re-ask rates, dollars, minutes, the table); its pieces share
+their assumptions and read best together. The cache reader and the token counters live elsewhere.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ from distill.errors import ConfigError, InputError
 from distill.filterspec import load_filter_at
 from distill.labeling.budget import request_cost
 from distill.labeling.build import build_labeler
+from distill.labeling.cache import ReadOnlyCache
 from distill.labeling.conversation import Conversation
 from distill.labeling.engine import Labeler
+from distill.labeling.tokens import token_counter
 from distill.providers import (
     ChatRequest,
     ChatResponse,
@@ -62,52 +64,6 @@ _FEEDBACK_CHARS = len(
 )
 
 
-# ----------------------------------------------------------------------------- the cache, read-only
-class ReadOnlyCache:
-    """The response cache opened read-only (an estimate never creates or writes it)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        if self.path.is_file():
-            self._db = sqlite3.connect(
-                self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30
-            )
-            try:
-                self._db.execute("SELECT 1 FROM responses LIMIT 1")
-            except sqlite3.DatabaseError:
-                self._db.close()
-                self._db = None
-
-    @property
-    def exists(self) -> bool:
-        return self._db is not None
-
-    def get(self, key: str) -> ChatResponse | None:
-        if self._db is None:
-            return None
-        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return ChatResponse.from_json(json.loads(row[0])) if row else None
-
-    def output_pilot(self, provider: str, model: str) -> tuple[int, float]:
-        """(answers, mean output tokens) over every cached answer of ``provider``/``model``."""
-        if self._db is None:
-            return 0, 0.0
-        n, total = 0, 0
-        rows = self._db.execute(
-            "SELECT response FROM responses WHERE provider = ? AND model = ?", (provider, model)
-        )
-        for (blob,) in rows:
-            n += 1
-            total += int(json.loads(blob).get("output_tokens") or 0)
-        return n, (total / n if n else 0.0)
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-
 # ----------------------------------------------------------------------------- providers, offline
 class OfflineProvider(Provider):
     """Stands in for a provider: same name, model and cache identity; never sends a request."""
@@ -122,71 +78,6 @@ class OfflineProvider(Provider):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         raise ProviderError("an estimate makes no requests")
-
-
-# ----------------------------------------------------------------------------- tokenizers
-class TiktokenCounter:
-    """OpenAI's tokenizer, only when its encoding files are on disk (tiktoken would fetch them)."""
-
-    def __init__(self, encoding, schema_tokens: int):
-        self._enc = encoding
-        self._schema_tokens = schema_tokens
-        self.method = f"tokenizer: tiktoken {encoding.name}"
-
-    def count(self, messages: list[dict[str, str]]) -> int:
-        # the chat format adds about 3 tokens a message and 3 for the reply; a JSON schema sent as
-        # response_format is counted as prompt by the API
-        return (
-            sum(len(self._enc.encode(m["content"])) + 3 for m in messages) + 3 + self._schema_tokens
-        )
-
-    def close(self) -> None:
-        pass
-
-
-def _tiktoken_counter(cfg: ProviderConfig, schema: dict[str, Any]) -> TiktokenCounter | None:
-    if cfg.provider != "openai":
-        return None
-    try:
-        import tiktoken
-    except ImportError:
-        return None
-    cache_dir = (
-        os.environ.get("TIKTOKEN_CACHE_DIR")
-        or os.environ.get("DATA_GYM_CACHE_DIR")
-        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    )
-    if not os.path.isdir(cache_dir) or not os.listdir(cache_dir):
-        return None  # the files are not on disk: tiktoken would try to download them
-    try:
-        enc = tiktoken.encoding_for_model(cfg.model.rsplit("/", 1)[-1])
-    except Exception:  # noqa: BLE001 - unknown model, missing file, no network: fall back
-        return None
-    schema_tokens = (
-        len(enc.encode(json.dumps(schema))) if cfg.structured_output == "json_schema" else 0
-    )
-    return TiktokenCounter(enc, schema_tokens)
-
-
-def token_counter(cfg: ProviderConfig, schema: dict[str, Any], loaded: dict[str, Any]):
-    """The exact counter for this oracle, or None (count characters, calibrate), and why not."""
-    if cfg.provider == "local":
-        from distill.providers.local import resolve_gguf
-        from distill.providers.local import token_counter as llama_counter
-
-        path = str(resolve_gguf(cfg.model_path))
-        if path not in loaded:
-            try:
-                loaded[path] = (llama_counter(cfg), "")
-            except ProviderError as e:  # llama-cpp-python is not installed, or cannot read the file
-                loaded[path] = (None, str(e))
-        return loaded[path]
-    counter = _tiktoken_counter(cfg, schema)
-    if counter is not None:
-        return counter, ""
-    if cfg.provider == "openai":
-        return None, "no offline tokenizer (tiktoken or its encoding files are not available)"
-    return None, f"no offline tokenizer for {cfg.provider}"
 
 
 # ----------------------------------------------------------------------------- time at the limits

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_EVENT_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(row, ensure_ascii=False), without a new encoder per line
+_EVENT_JSON = json.JSONEncoder(
+    ensure_ascii=False
+)  # json.dumps(row, ensure_ascii=False), without a new encoder per line
 
 
 class Events:

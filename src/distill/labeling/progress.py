@@ -61,10 +61,13 @@ class Progress:
         p = self.snapshot()
         eta = f"{p['eta_s']:.0f}s" if p["eta_s"] is not None else "?"
         budget = f" of ${p['budget_usd']:.2f}" if p["budget_usd"] is not None else ""
-        return (f"label: {p['done']}/{p['total']} (valid {p['valid']}, invalid {p['invalid']}); "
-                f"{p['records_per_s']:.2f} records/s; {p['requests']} paid, {p['cache_hits']} cached, "
-                f"{p['retries']} retries, {p['rate_limited']} rate-limited; tokens {p['input_tokens']} in / "
-                f"{p['output_tokens']} out; ${p['spent_usd']:.4f}{budget} spent, ${p['projected_usd']:.4f} projected; ETA {eta}")
+        return (
+            f"label: {p['done']}/{p['total']} (valid {p['valid']}, invalid {p['invalid']}); "
+            f"{p['records_per_s']:.2f} records/s; {p['requests']} paid, {p['cache_hits']} cached, "
+            f"{p['retries']} retries, {p['rate_limited']} rate-limited; tokens {p['input_tokens']} in / "
+            f"{p['output_tokens']} out; ${p['spent_usd']:.4f}{budget} spent, "
+            f"${p['projected_usd']:.4f} projected; ETA {eta}"
+        )
 
     def _panel(self):
         from rich.console import Group
@@ -76,10 +79,16 @@ class Progress:
         table.add_column(style="bold")
         table.add_column()
         table.add_row("progress", f"{p['done']}/{p['total']}  valid {p['valid']}  invalid {p['invalid']}")
-        table.add_row("throughput", f"{p['records_per_s']:.2f} records/s   elapsed {p['elapsed_s']:.0f}s   "
-                      f"ETA {p['eta_s']:.0f}s" if p["eta_s"] is not None else f"{p['records_per_s']:.2f} records/s")
-        table.add_row("requests", f"{p['requests']} paid  {p['cache_hits']} cached  {p['retries']} retries  "
-                      f"{p['rate_limited']} rate-limited")
+        table.add_row(
+            "throughput",
+            f"{p['records_per_s']:.2f} records/s   elapsed {p['elapsed_s']:.0f}s   ETA {p['eta_s']:.0f}s"
+            if p["eta_s"] is not None
+            else f"{p['records_per_s']:.2f} records/s",
+        )
+        table.add_row(
+            "requests",
+            f"{p['requests']} paid  {p['cache_hits']} cached  {p['retries']} retries  {p['rate_limited']} rate-limited",
+        )
         table.add_row("tokens", f"{p['input_tokens']:,} in  {p['output_tokens']:,} out")
         budget = f" of ${p['budget_usd']:.2f}" if p["budget_usd"] is not None else ""
         table.add_row("spend", f"${p['spent_usd']:.4f}{budget}   projected ${p['projected_usd']:.4f}")

@@ -129,7 +129,8 @@ class GeminiProvider(Provider):
             from google import genai
             from google.genai import types
         except ImportError as e:
-            raise ConfigError("oracle.provider=gemini needs Google's google-genai SDK: `pip install google-genai`") from e
+            raise ConfigError("oracle.provider=gemini needs Google's google-genai SDK: "
+                              "`pip install google-genai`") from e
 
         options = types.HttpOptions(
             base_url=self.cfg.base_url,
@@ -164,7 +165,8 @@ class GeminiProvider(Provider):
             response_json_schema=gemini_schema(request.schema),
             thinking_config=(
                 types.ThinkingConfig(thinking_budget=self.cfg.thinking_budget)
-                if self.cfg.thinking_budget is not None else None
+                if self.cfg.thinking_budget is not None
+                else None
             ),
         )
         return contents, config
@@ -175,14 +177,15 @@ class GeminiProvider(Provider):
 
         contents, config = self._contents_and_config(request)
         try:
-            resp = await client.aio.models.generate_content(
-                model=self.model, contents=contents, config=config
-            )
+            resp = await client.aio.models.generate_content(model=self.model, contents=contents, config=config)
         except errors.APIError as e:
             detail = e.message or e.status or "no message"
             headers = getattr(getattr(e, "response", None), "headers", None)
-            raise self._error(f"answered HTTP {e.code}: {short(detail)}", status=e.code,
-                              retry_after=retry_after_from_headers(headers, e.code)) from None
+            raise self._error(
+                f"answered HTTP {e.code}: {short(detail)}",
+                status=e.code,
+                retry_after=retry_after_from_headers(headers, e.code),
+            ) from None
         except ValueError as e:  # a 200 whose body is not a response (e.g. a proxy's HTML page)
             raise self._error(f"sent an unreadable response: {short(str(e))}") from None
         except _transport_errors() as e:
@@ -205,8 +208,9 @@ class GeminiProvider(Provider):
             blocked = feedback.block_reason if feedback else None
             if blocked is None:  # not an answer: never cache it
                 raise self._error("answered without a candidate")
-            return ChatResponse(text=None, input_tokens=input_tokens, output_tokens=output_tokens,
-                                finish_reason="refusal", model=model)
+            return ChatResponse(
+                text=None, input_tokens=input_tokens, output_tokens=output_tokens, finish_reason="refusal", model=model
+            )
         candidate = resp.candidates[0]
         parts = candidate.content.parts if candidate.content and candidate.content.parts else []
         texts = [p.text for p in parts if p.text is not None and not p.thought]
@@ -248,7 +252,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-
 # ----------------------------------------------------------------------------- batch
 class GeminiBatch(BatchBackend):
     """The Gemini API's batch mode through google-genai: ``client.batches.create(model, src=[inlined
@@ -279,8 +282,9 @@ class GeminiBatch(BatchBackend):
         try:
             return fn(*args, **kwargs)
         except self._errors.APIError as e:
-            raise ProviderError(f"{self.provider.describe()} batch {what}: HTTP {e.code}: "
-                                f"{short(e.message or e.status)}", status=e.code) from None
+            raise ProviderError(
+                f"{self.provider.describe()} batch {what}: HTTP {e.code}: {short(e.message or e.status)}", status=e.code
+            ) from None
         except _transport_errors() as e:
             raise ProviderError(f"{self.provider.describe()} batch {what}: {type(e).__name__}: {short(e)}") from None
 
@@ -290,8 +294,13 @@ class GeminiBatch(BatchBackend):
         return BatchItem(key, inlined, len(inlined.model_dump_json(exclude_none=True)))
 
     def submit(self, items: list[BatchItem], note: str) -> tuple[str, str | None]:
-        job = self._call("create", self.client.batches.create, model=self.provider.model,
-                         src=[i.payload for i in items], config={"display_name": note})
+        job = self._call(
+            "create",
+            self.client.batches.create,
+            model=self.provider.model,
+            src=[i.payload for i in items],
+            config={"display_name": note},
+        )
         return job.name, None
 
     def poll(self, job_id: str) -> JobStatus:
@@ -308,8 +317,9 @@ class GeminiBatch(BatchBackend):
             detail = raw_state
         return JobStatus(state, detail, job, raw_state)
 
-    def collect(self, job_id: str, status: JobStatus,
-                keys: list[str]) -> tuple[dict[str, ChatResponse], dict[str, str]]:
+    def collect(
+        self, job_id: str, status: JobStatus, keys: list[str]
+    ) -> tuple[dict[str, ChatResponse], dict[str, str]]:
         answers: dict[str, ChatResponse] = {}
         errors: dict[str, str] = {}
         job = status.raw

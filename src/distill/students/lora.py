@@ -195,17 +195,27 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     out = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        texts = [tokenizer.apply_chat_template(prompt_messages(e), tokenize=False, add_generation_prompt=True) for e in batch]
+        texts = [tokenizer.apply_chat_template(prompt_messages(e), tokenize=False, add_generation_prompt=True)
+                 for e in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             generated = model.generate(
-                **enc, max_new_tokens=cfg["max_new_tokens"], do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                **enc,
+                max_new_tokens=cfg["max_new_tokens"],
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
             )
-        for e, row in zip(batch, generated[:, enc["input_ids"].shape[1]:]):
+        for e, row in zip(batch, generated[:, enc["input_ids"].shape[1] :]):
             text = tokenizer.decode(row, skip_special_tokens=True)
             result = check(text, schema)
             scores = None if isinstance(result, Invalid) else {d: result[d] for d in dims}
-            out.append({"id": e["id"], "scores": scores, "raw": text,
-                        "invalid_reason": result.reason if isinstance(result, Invalid) else None})
+            out.append(
+                {
+                    "id": e["id"],
+                    "scores": scores,
+                    "raw": text,
+                    "invalid_reason": result.reason if isinstance(result, Invalid) else None,
+                }
+            )
     return out
