@@ -86,10 +86,10 @@ def apply_reviews(
         if corrected is not None:
             counts["corrected"] += 1
             yield "keep", {**row, "label": corrected, "oracle_label": row["label"], "reviewed": "corrected"}
-        elif review.get("verdict") == "incorrect":
+        elif review.get("is_correct") is False:
             counts["rejected"] += 1
             yield "rejected", {**row, "reviewed": "incorrect", "review_note": review.get("note", "")}
-        elif review.get("verdict") == "correct":
+        elif review.get("is_correct") is True:
             counts["confirmed"] += 1
             yield "keep", {**row, "reviewed": "correct"}
         else:
