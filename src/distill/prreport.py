@@ -97,7 +97,8 @@ def metric_rows(diff: dict[str, dict[str, Any]]) -> list[tuple[str, str, Any, An
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 1 else "---:" for i in range(len(header))) + "|"]
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return out
 
@@ -202,8 +203,8 @@ def build_report(base: str, *, cwd: str | Path = ".", plots_dir: str | Path | No
                         [[f"`{name}`", path, fmt(old), fmt(new), text] for path, name, old, new, text in rows])
     else:
         lines.append("No metric changed.")
-    param_rows = [[f"`{name}`", fmt(d.get("old")), fmt(d.get("new"))]
-                  for path in sorted(params) for name, d in sorted(params[path].items()) if d.get("old") != d.get("new")]
+    param_rows = [[f"`{name}`", fmt(d.get("old")), fmt(d.get("new"))] for path in sorted(params)
+                  for name, d in sorted(params[path].items()) if d.get("old") != d.get("new")]
     lines += ["", "### Params", ""]
     lines += _table(["param", "base", "this change"], param_rows) if param_rows else ["No param changed."]
     lines += ["", "### Plots"]
