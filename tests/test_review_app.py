@@ -80,7 +80,12 @@ def test_a_correction_is_validated_before_anything_is_saved(app, tmp_path):
     r = app.post("/records/rec-2/review", data=_form(app, "rec-2", f_scale="42"))
     assert r.status_code == 422
     assert "at scale: 42 is greater than the maximum of 10" in r.text
-    assert 'value="42"' in r.text  # what was typed is still there to fix
+    r = app.post("/records/rec-2/review", data=_form(app, "rec-2", f_scale="42", is_correct="false", note="too big",
+                                                     crit_scale="wrong"))
+    assert r.status_code == 422
+    # what was typed is still there to fix: the field, the verdict, the rating, the note
+    assert 'value="42"' in r.text and 'id="verdict-incorrect" checked' in r.text and ">too big</textarea>" in r.text
+    assert 'name="crit_scale" value="wrong" checked' in r.text
     assert app.state.store.all() == [] and read_jsonl(tmp_path / "data/reviews/reviews.jsonl") == []
     r = app.post("/records/rec-2/review", data=_form(app, "rec-2", f_scale="10", note="bigger than that"))
     assert r.status_code == 200 and 'id="saved"' in r.text

@@ -125,12 +125,14 @@ def create_app(state: ReviewState, token: str | None = None, allowed_hosts: set[
             f={"category": category, "oracle": oracle, "flag": flag, "status": status, "q": q, "queue": queue}))
 
     def page(rid: str, *, error: str | None = None, typed: dict[str, Any] | None = None, saved: bool = False,
-             status_code: int = 200) -> HTMLResponse:
+             draft: Review | None = None, status_code: int = 200) -> HTMLResponse:
+        """The record page; ``typed`` and ``draft`` bring back what a refused save held."""
         ds = state.dataset
         item = ds.items.get(rid)
         if item is None:
             return HTMLResponse(render("base.html"), status_code=404)
         review = state.store.get(item.id, item.key) if item.row else None
+        shown = draft or review or Review(item.id, item.key or "")
         order = state.order()
         at = order.index(rid)
         answer = typed if typed is not None else (review.corrected if review and review.corrected else item.label)
@@ -142,10 +144,10 @@ def create_app(state: ReviewState, token: str | None = None, allowed_hosts: set[
             others.append({"who": "student", "category": predicted, "agrees": predicted == ds.row_category(item.row)})
         proposal = state.store.get_repair(item.id, item.key) if item.row else None
         return HTMLResponse(render(
-            "record.html", item=item, review=review, category=ds.row_category(item.row), flags=FLAGS,
+            "record.html", item=item, review=review, shown=shown, category=ds.row_category(item.row), flags=FLAGS,
             answer_json=json.dumps(item.label, indent=2, ensure_ascii=False) if item.row else "",
             fields=form_fields(ds.schema, answer), criteria=criteria(ds.schema),
-            rated=review.criteria if review else {}, others=others, error=error, saved=saved,
+            others=others, error=error, saved=saved,
             proposal=proposal, proposal_json=json.dumps(proposal["proposed"], indent=2, ensure_ascii=False)
             if proposal else "", history=[h for h in state.store.history(item.id) if h.answer_hash != item.key],
             prev_id=order[at - 1] if at > 0 else None, next_id=order[at + 1] if at + 1 < len(order) else None,
@@ -163,22 +165,20 @@ def create_app(state: ReviewState, token: str | None = None, allowed_hosts: set[
                         status_code=409)
         # no answer fields at all (a client posting only the verdict): the answer is not being corrected
         answer = parse_form(ds.schema, form) if any(k.startswith(FIELD_PREFIX) for k in form) else item.label
-        corrected = None
-        if answer != item.label:
-            problem = validation_error(ds.schema, answer)
-            if problem:
-                return page(rid, error=f"Not saved: the corrected answer does not satisfy the schema: {problem}",
-                            typed=answer, status_code=422)
-            corrected = answer
         verdict = {"true": True, "false": False}.get(form.get("is_correct", ""))
-        if corrected is not None:
-            verdict = False  # a correction says the oracle's answer was wrong
         names = criteria(ds.schema)
         rated = {n: form[f"crit_{n}"] for n in names if form.get(f"crit_{n}") in ("ok", "wrong")}
         queued = dict(state.store.queue())
         review = Review(record_id=item.id, answer_hash=item.key, is_correct=verdict, criteria=rated,
-                        corrected=corrected, note=form.get("note", "").strip(), reviewer=state.reviewer,
-                        oracle=item.oracle, source=queued.get(item.id, "browse"))
+                        note=form.get("note", "").strip(), reviewer=state.reviewer, oracle=item.oracle,
+                        source=queued.get(item.id, "browse"))
+        if answer != item.label:
+            problem = validation_error(ds.schema, answer)
+            if problem:
+                return page(rid, error=f"Not saved: the corrected answer does not satisfy the schema: {problem}",
+                            typed=answer, draft=review, status_code=422)
+            review.corrected = answer
+            review.is_correct = False  # a correction says the oracle's answer was wrong
         await run_in_threadpool(_commit, review)
         nxt = _next_id(rid) if form.get("then") == "next" else None
         target = f"/records/{quote(nxt or rid, safe='')}" + ("" if nxt else "?saved=1")
