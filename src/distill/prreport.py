@@ -96,8 +96,9 @@ def metric_rows(diff: dict[str, dict[str, Any]]) -> list[tuple[str, str, Any, An
     return rows
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    align = ["---"] + ["---:"] * (len(header) - 1)
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table: the first ``left`` columns left-aligned (names), the rest right-aligned (numbers)."""
+    align = ["---"] * left + ["---:"] * (len(header) - left)
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return out
@@ -198,11 +199,19 @@ def build_report(base: str, *, cwd: str | Path = ".", plots_dir: str | Path | No
 
     lines = [MARKER, f"## Metrics: `{base}` ({short}) → this change", ""]
     rows = metric_rows(metrics)
+    timings = [r for r in rows if r[1].endswith("seconds")]  # wall-clock noise: kept, but out of the way
+    rows = [r for r in rows if r not in timings]
+    header = ["metric", "file", "base", "this change", "change"]
     if rows:
-        lines += _table(["metric", "file", "base", "this change", "change"],
-                        [[f"`{name}`", path, fmt(old), fmt(new), text] for path, name, old, new, text in rows])
+        lines += _table(header, [[f"`{name}`", path, fmt(old), fmt(new), text] for path, name, old, new, text in rows],
+                        left=2)
     else:
         lines.append("No metric changed.")
+    if timings:
+        lines += ["", f"<details><summary>{len(timings)} timing(s) changed</summary>", ""]
+        lines += _table(header, [[f"`{name}`", path, fmt(old), fmt(new), change(old, new, "")]
+                                 for path, name, old, new, _ in timings], left=2)
+        lines += ["", "</details>"]
     param_rows = [[f"`{name}`", fmt(d.get("old")), fmt(d.get("new"))] for path in sorted(params)
                   for name, d in sorted(params[path].items()) if d.get("old") != d.get("new")]
     lines += ["", "### Params", ""]
