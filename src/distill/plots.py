@@ -16,7 +16,9 @@ PALETTE = ["#3b6fb6", "#e07b39", "#4e9a5b", "#b8474b", "#7d62a8", "#8c6d4f", "#c
 
 @contextmanager
 def _figure(salt: str, width: float = 6.4, height: float = 3.2):
-    import matplotlib
+    from distill.errors import require
+
+    matplotlib = require("matplotlib", "review")
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -96,6 +96,10 @@ def create_app(state: ReviewState, token: str | None = None, allowed_hosts: set[
             return PlainTextResponse("not found", status_code=404)
         return Response(static_text(name), media_type=types[name])
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/")
     def home() -> RedirectResponse:
         return RedirectResponse("/records", status_code=303)

@@ -10,7 +10,9 @@ from typing import Any
 
 @lru_cache(maxsize=1)
 def environment():
-    import jinja2
+    from distill.errors import require
+
+    jinja2 = require("jinja2", "review")
 
     return jinja2.Environment(loader=jinja2.PackageLoader("distill.review", "templates"),
                               autoescape=jinja2.select_autoescape(["html"], default=True))

@@ -14,7 +14,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, require
 
 TOKEN_ENV = "DISTILL_REVIEW_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -58,8 +58,9 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 
 def serve(*, params_path: str, db_path: str, host: str, port: int, reviewer: str, new_token: bool,
           out=print) -> None:
-    import uvicorn
-
+    require("fastapi", "review")
+    uvicorn = require("uvicorn", "review")
+    require("multipart", "review")  # python-multipart: FastAPI reads forms with it
     from distill.review.app import ReviewState, create_app
 
     token, generated = resolve_token(host, new_token)
