@@ -167,7 +167,7 @@ def plots(data: dict[str, Any]) -> dict[str, str]:
         out["categories"] = p.bars("Answers per tier / label", list(dist["categories"]),
                                    {"records": list(dist["categories"].values())}, salt="categories")
     crit = dist["criteria"]
-    if crit:
+    if any(crit.values()):
         values = sorted({v for c in crit.values() for v in c}, key=lambda v: (not isinstance(v, (int, float)), str(v)))
         out["criteria"] = p.heatmap("Answers per criterion and value", list(crit), [str(v) for v in values],
                                     [[crit[c].get(v, 0) for v in values] for c in crit], xlabel="value",
