@@ -57,7 +57,7 @@ def project(tmp_path_factory):
     for rel in files:
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("data/", "models/", "metrics/")) or rel.startswith(
-                ("data/raw/", "data/labels_extra/")):
+                ("data/raw/", "data/labels_extra/", "data/reviews/")):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
     (dst / "dvc.lock").unlink(missing_ok=True)

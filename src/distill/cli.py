@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -216,13 +217,119 @@ def doctor(params_path: str, as_json: bool, skip_model: bool) -> None:
     sys.exit(1 if failed(checks) else 0)
 
 
+# ----------------------------------------------------------------------------- review
+REVIEW_DB = ".distill/reviews.sqlite"
+
+
+@main.group(invoke_without_command=True)
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--db", "db_path", default=REVIEW_DB, show_default=True,
+              help="the reviews' SQLite store (outside DVC outputs, like the oracle cache)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; anything but loopback needs a token (DISTILL_REVIEW_TOKEN or --new-token)")
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="name stored with each review [$USER]")
+@click.option("--sample", type=int, default=None, help="put N unreviewed records first in the review queue")
+@click.option("--strategy", type=click.Choice(["random", "uncertain", "disagreement"]), default="random",
+              show_default=True, help="how --sample picks them")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of --sample")
+@click.option("--new-token", is_flag=True, help="make up a token (printed once) that every request must carry")
+@click.pass_context
+def review(ctx, params_path: str, db_path: str, host: str, port: int, reviewer: str, sample: int | None,
+           strategy: str, seed: int, new_token: bool) -> None:
+    """Review the oracle's answers in a local web app (http://127.0.0.1:8765/).
+
+    Mark answers correct or not, rate each criterion, correct them through a form validated against
+    the task's schema (or ask the oracle to repair them), leave notes. Every save is stored (SQLite)
+    and exported to data/reviews/reviews.jsonl (an input of the merge stage) and metrics/review.json."""
+    ctx.obj = {"params": params_path, "db": db_path}
+    if ctx.invoked_subcommand is not None:
+        return
+    from distill.review.server import resolve_token, serve
+    from distill.stage import setup_logging
+
+    resolve_token(host, new_token)  # refuse a bad bind before loading anything
+    setup_logging()
+    if sample is not None:
+        _queue_sample(params_path, db_path, sample, strategy, seed)
+    serve(params_path=params_path, db_path=db_path, host=host, port=port, reviewer=reviewer, new_token=new_token,
+          out=click.echo)
+
+
+def _queue_sample(params_path: str, db_path: str, n: int, strategy: str, seed: int) -> None:
+    from distill.review.dataset import Dataset
+    from distill.review.export import import_file
+    from distill.review.sampling import sample
+    from distill.review.store import ReviewStore
+
+    dataset = Dataset(params_path)
+    store = ReviewStore(db_path)
+    try:
+        import_file(store, dataset.reviews_path)
+        reviewed = {(r.record_id, r.answer_hash) for r in store.all() if r.is_correct is not None}
+        ids = sample(dataset, n, strategy, reviewed, seed)
+        store.set_queue(ids, strategy)
+    finally:
+        store.close()
+    click.echo(f"review queue: {len(ids)} record(s) picked by {strategy} (seed {seed})")
+
+
+@review.command("export")
+@click.option("--metrics", "metrics_path", default="metrics/review.json", show_default=True)
+@click.pass_context
+def review_export(ctx, metrics_path: str) -> None:
+    """Write data/reviews/reviews.jsonl and metrics/review.json from the review store."""
+    from distill.review.dataset import Dataset
+    from distill.review.export import export, import_file
+    from distill.review.store import ReviewStore
+
+    dataset = Dataset(ctx.obj["params"])
+    store = ReviewStore(ctx.obj["db"])
+    try:
+        import_file(store, dataset.reviews_path)
+        stats = export(dataset, store, metrics_path=metrics_path)
+    finally:
+        store.close()
+    ci = stats["precision_ci95"]
+    share = f"{stats['precision']:.1%} correct (Wilson 95% CI {ci[0]:.1%}-{ci[1]:.1%})" if ci else "none judged"
+    click.echo(f"{stats['reviewed']} of {stats['records']} records reviewed, {share}, {stats['corrected']} corrected; "
+               f"wrote {dataset.reviews_path} and {metrics_path}")
+
+
+# ----------------------------------------------------------------------------- pr-report
+@main.command("pr-report")
+@click.option("--base", "base", required=True,
+              help="git ref to compare the workspace's metrics with (e.g. origin/main)")
+@click.option("--output", default=None, help="write the Markdown here instead of printing it")
+@click.option("--plots-dir", default=None, help="also write the changed plots (base vs this change) as SVG here")
+@click.option("--plots-url", default=None, help="where the plots will be viewable (e.g. the workflow run's artifacts)")
+def pr_report(base: str, output: str | None, plots_dir: str | None, plots_url: str | None) -> None:
+    """The metric diff of the workspace against BASE as Markdown (what the pull-request workflow posts)."""
+    from distill.prreport import build_report
+
+    text = build_report(base, plots_dir=plots_dir, plots_url=plots_url)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               help="where the filter (the order of its dimensions) is read from")
-def report(metrics_path: str, params_path: str) -> None:
-    """Print the evaluation table of the last evaluate run, dimensions in the filter's order."""
+@click.option("--html", "html_path", default=None,
+              help="write the analytics page (cost, tokens, retries, labels, agreement, reviews, errors) here")
+@click.option("--db", "db_path", default=REVIEW_DB, show_default=True, help="the review store, for --html")
+def report(metrics_path: str, params_path: str, html_path: str | None, db_path: str) -> None:
+    """Print the evaluation table of the last evaluate run, dimensions in the filter's order; --html FILE
+    writes the analytics page."""
+    if html_path is not None:
+        _html_report(params_path, db_path, html_path)
+        return
     from distill.evaluate import format_table
 
     path = Path(metrics_path)
@@ -231,6 +338,23 @@ def report(metrics_path: str, params_path: str) -> None:
     metrics = json.loads(path.read_text(encoding="utf-8"))
     title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
     click.echo(format_table(metrics, title=title, dimensions=_dimension_order(params_path, metrics)))
+
+
+def _html_report(params_path: str, db_path: str, html_path: str) -> None:
+    from distill.analytics import render_html
+    from distill.review.dataset import Dataset
+    from distill.review.store import ReviewStore
+
+    dataset = Dataset(params_path)
+    store = ReviewStore(db_path) if Path(db_path).is_file() else None
+    try:
+        html = render_html(dataset, store, standalone=True)
+    finally:
+        if store is not None:
+            store.close()
+    Path(html_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(html_path).write_text(html, encoding="utf-8")
+    click.echo(f"wrote {html_path}")
 
 
 def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:

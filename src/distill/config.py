@@ -96,6 +96,10 @@ class MergeConfig(Section):
     #: label files (``*.jsonl``, label rows of earlier runs or other oracles) merged after the label
     #: stage's output; a folder, so that dvc.yaml can declare it as a dependency
     extra_dir: str = "data/labels_extra"
+    #: reviewers' verdicts and corrections (written by `distill review`): a corrected answer replaces the
+    #: oracle's; a record marked incorrect is dropped, or kept apart in <output_dir>/rejected.jsonl
+    reviews: str = "data/reviews/reviews.jsonl"
+    incorrect: Literal["drop", "keep_apart"] = "drop"
     output_dir: str = "data/merged"
 
 

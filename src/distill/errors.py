@@ -34,3 +34,21 @@ def queued_copy_hint(what: str) -> str:
         return ""
     return (f"; this run is a queued experiment ({Path.cwd()}), which copies only the files committed to git: "
             f"commit {what} first (git add, git commit), or run without --queue")
+
+
+class MissingExtra(DistillError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(f"{module} is not installed: install the {extra!r} extra (`pip install -e '.[{extra}]'`; "
+                         "`make install` does)")
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or raise MissingExtra naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(module, extra) from None

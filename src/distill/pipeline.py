@@ -220,24 +220,38 @@ def label(
 # ----------------------------------------------------------------------------- merge
 def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     """Merge the label stage's ``labels`` with every ``*.jsonl`` label file in ``merge.extra_dir``
-    (earlier runs, other oracles), rescored with the current filter; drop duplicates."""
-    from distill.merge import dedup_exact, rescore
+    (earlier runs, other oracles), apply the reviews (``merge.reviews``), rescore with the current
+    filter and drop duplicates. A record reviewed as incorrect is dropped, or written to
+    ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
+    from distill.merge import apply_reviews, dedup_exact, rescore
 
     inputs = [_require(labels, "run the label stage first")]
     extra = Path(cfg.extra_dir)
     if extra.is_dir():
         inputs += sorted(extra.glob("*.jsonl"))
+    reviews = read_reviews(cfg.reviews, spec)
+    counts: Counter[str] = Counter()
+    matched: set[tuple[str, str]] = set()
 
     def rows():
         for path in inputs:
             for row in jsonl.read_jsonl(path):
-                yield {**rescore(row, spec), "label_file": str(path)}
+                yield {**row, "label_file": str(path)}
 
     out = Path(cfg.output_dir)
     kept, dropped = 0, 0
     tiers: Counter[str] = Counter()
-    with jsonl.AtomicWriter(out / "labels.jsonl") as keep, jsonl.AtomicWriter(out / "duplicates.jsonl") as dupes:
-        for row, dup in dedup_exact(rows()):
+    with (jsonl.AtomicWriter(out / "labels.jsonl") as keep, jsonl.AtomicWriter(out / "duplicates.jsonl") as dupes,
+          jsonl.AtomicWriter(out / "rejected.jsonl") as apart):
+
+        def reviewed_rows():
+            for outcome, row in apply_reviews(rows(), reviews, counts, matched):
+                if outcome == "keep":
+                    yield rescore(row, spec)
+                elif cfg.incorrect == "keep_apart":
+                    apart.write(row)
+
+        for row, dup in dedup_exact(reviewed_rows()):
             if dup is None:
                 keep.write(row)
                 kept += 1
@@ -245,11 +259,40 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
             else:
                 dupes.write({**dup, "label_file": row["label_file"]})
                 dropped += 1
-    metrics = {"inputs": len(inputs), "rows_in": kept + dropped, "kept": kept, "exact_duplicates": dropped,
-               "tiers": {t: tiers.get(t, 0) for t in spec.tier_names}}
+    rejected = counts["rejected"]
+    metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept, "exact_duplicates": dropped,
+               "tiers": {t: tiers.get(t, 0) for t in spec.tier_names},
+               "reviews": {"in_file": len(reviews), "applied": len(matched), "stale": len(reviews) - len(matched),
+                           "corrected": counts["corrected"], "confirmed": counts["confirmed"],
+                           "incorrect_dropped": rejected if cfg.incorrect == "drop" else 0,
+                           "incorrect_kept_apart": rejected if cfg.incorrect == "keep_apart" else 0}}
     jsonl.write_json(metrics_dir / "merge.json", metrics)
-    log.info("merge: %d rows in, %d kept, %d exact duplicates dropped", kept + dropped, kept, dropped)
+    log.info("merge: %d rows in, %d kept, %d exact duplicates dropped; reviews: %d corrected, %d incorrect (%s)",
+             kept + dropped + rejected, kept, dropped, counts["corrected"], rejected, cfg.incorrect)
     return metrics
+
+
+def read_reviews(path: str | Path, spec: FilterSpec) -> dict[tuple[str, str], dict[str, Any]]:
+    """The reviews file by (record id, answer hash); a missing file is no reviews. A corrected answer
+    that does not satisfy the filter's schema stops the stage, naming the line."""
+    from distill.validate import Invalid, check
+
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    reviews = {}
+    for n, review in enumerate(jsonl.read_jsonl(p), 1):
+        if not isinstance(review.get("id"), str) or not isinstance(review.get("answer_hash"), str):
+            raise InputError(f"{p}:{n}: a review needs 'id' and 'answer_hash' (write the file with "
+                             "`distill review export`)")
+        corrected = review.get("corrected")
+        if corrected is not None:
+            outcome = check(jsonl.dumps(corrected), spec.json_schema)
+            if isinstance(outcome, Invalid):
+                raise InputError(f"{p}:{n}: the corrected answer of {review['id']} does not satisfy the "
+                                 f"{spec.name} schema: {outcome.detail}")
+        reviews[(review["id"], review["answer_hash"])] = review
+    return reviews
 
 
 # ----------------------------------------------------------------------------- split

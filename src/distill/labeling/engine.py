@@ -374,6 +374,12 @@ class Labeler:
         self.stats.provider_errors += 1
         return self._invalid(item, failures, "provider_error", tried)
 
+    async def follow_up(self, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Continue a labelled record's conversation: ``item`` is the label row with ``messages`` extended
+        by the oracle's answer and a further user turn (a reviewer's repair instruction). The new answer
+        is validated, re-asked and cached like any other, from the oracle the record is routed to."""
+        return await self._label_with(self.route(item["id"])[0], item)
+
     async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         conversation = Conversation(item["messages"], self.validate, self.max_attempts)
         usage = {"input_tokens": 0, "output_tokens": 0}
