@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from distill.evaluate import evaluate
 from distill.filterspec import load_filter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +29,7 @@ def test_metrics_equal_the_hand_computed_values():
         {"id": "t2", "scores": dict.fromkeys(DIMS, 3)},  # announced: wrong tier, off by 2
         {"id": "t3", "scores": dict.fromkeys(DIMS, 1)},  # vaporware: exact
     ]
-    metrics, rows, per_dim = evaluate(truth, predictions, SPEC)
+    metrics, rows, per_dim = SPEC.evaluate(truth, predictions)
 
     assert metrics["n_test"] == 4 and metrics["valid_json_share"] == 0.75
     assert metrics["mae"] == dict.fromkeys(DIMS, (1 + 9 + 2 + 0) / 4)
@@ -43,11 +42,11 @@ def test_metrics_equal_the_hand_computed_values():
     # not a fifth class. Mean over the 4 tiers: (2/3 + 0 + 0 + 1) / 4
     assert metrics["macro_f1"] == round((2 / 3 + 1) / 4, 4)
     assert [r["predicted"] for r in rows] == ["deployed", "invalid", "announced", "vaporware"]
-    assert per_dim == [{"dimension": d, "mae": 3.0} for d in DIMS]
+    assert per_dim == [{"name": d, "value": 3.0, "metric": "mae"} for d in DIMS]
 
 
 def test_a_tier_absent_from_both_truth_and_predictions_counts_as_no_error():
     truth = [item(0, 8), item(1, 1)]  # deployed, vaporware; no piloting or announced item
     predictions = [{"id": "t0", "scores": dict.fromkeys(DIMS, 8)}, {"id": "t1", "scores": dict.fromkeys(DIMS, 1)}]
-    metrics, _, _ = evaluate(truth, predictions, SPEC)
+    metrics, _, _ = SPEC.evaluate(truth, predictions)
     assert metrics["tier_accuracy"] == 1.0 and metrics["macro_f1"] == 1.0

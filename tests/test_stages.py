@@ -223,7 +223,7 @@ def test_report_falls_back_to_the_order_of_the_per_dimension_plot_data(tmp_path)
     cwd = _workdir(tmp_path, ["filter.name=gone"])  # the filter that run used is no longer here
     order = ["zeta", "alpha", "mid"]
     write_json(cwd / "metrics/eval.json", {"n_test": 3, "mae": dict.fromkeys(order, 0.5)})
-    write_json(cwd / "data/eval/per_dimension.json", [{"dimension": d, "mae": 0.5} for d in order])
+    write_json(cwd / "data/eval/per_dimension.json", [{"name": d, "value": 0.5, "metric": "mae"} for d in order])
     proc = _report(cwd)
     assert proc.returncode == 0, proc.stderr
     assert _dimension_rows(proc.stdout) == order

@@ -61,7 +61,7 @@ def filters_list(root: str, config_dir: str) -> None:
                 click.echo(_indent(problem))
         else:
             assert spec is not None
-            click.echo(f"{name:<36}{version:<6}{len(spec.dimensions)} dimensions, tiers: {', '.join(spec.tier_names)}")
+            click.echo(f"{name:<36}{version:<6}{spec.summary()}")
     unselectable = conf_problems(root, config_dir)
     for problem in unselectable:
         click.echo(f"\n{problem}")
@@ -81,20 +81,23 @@ def _indent(text: str, prefix: str = "    ") -> str:
 @click.option("--root", default="filters", show_default=True)
 @click.option("--schema", is_flag=True, help="print the JSON schema the oracle must satisfy")
 def filters_show(name: str, version: str, root: str, schema: bool) -> None:
-    """Show a filter: dimensions, weights, tiers, prefilter rules."""
+    """Show a filter: its kind, what it asks (dimensions and tiers, labels...), its prefilter rules."""
     from distill.filterspec import load_filter_at
 
     spec = load_filter_at(root, name, version)
     if schema:
         click.echo(json.dumps(spec.json_schema, indent=2))
         return
-    click.echo(f"{spec.name} {spec.version}: {spec.description}\n")
-    click.echo("dimensions (weight):")
-    for d in spec.dimensions:
-        click.echo(f"  {d.name:<26}{d.weight:>5.2f}  {d.question}")
-    click.echo("\ntiers (overall score >= min):")
-    for t in spec.tiers:
-        click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
+    click.echo(f"{spec.name} {spec.version} ({spec.kind}): {spec.description}\n")
+    if spec.kind == "score":
+        click.echo("dimensions (weight):")
+        for d in spec.dimensions:
+            click.echo(f"  {d.name:<26}{d.weight:>5.2f}  {d.question}")
+        click.echo("\ntiers (overall score >= min):")
+        for t in spec.tiers:
+            click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
+    else:
+        click.echo(spec.summary())
     p = spec.prefilter
     click.echo("\nprefilter:")
     click.echo(f"  min_words={p.min_words} max_words={p.max_words} min_english_share={p.min_english_share}")
@@ -379,7 +382,7 @@ def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
     try:
         rows = json.loads((Path(section(params, "evaluate", params_path).output_dir) / "per_dimension.json")
                           .read_text(encoding="utf-8"))
-        names = [r["dimension"] for r in rows]
+        names = [r.get("name", r.get("dimension")) for r in rows]
     except (DistillError, OSError, ValueError, KeyError, TypeError):
         return None
     return names if set(names) == wanted else None

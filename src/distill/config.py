@@ -58,10 +58,11 @@ class PrefilterConfig(Section):
     def _needs_text(self) -> PrefilterConfig:
         if not self.field_map.get("text"):
             raise ValueError("field_map must map 'text' to a source column")
-        unknown = set(self.field_map) - {"id", "title", "text"}
+        unknown = set(self.field_map) - {"id", "title", "text", "gold", "answer_schema"}
         if unknown:
             raise ValueError(
-                f"field_map keys must be id, title or text, got {sorted(unknown)}; list other columns under metadata"
+                f"field_map keys must be id, title, text, gold or answer_schema, got {sorted(unknown)}; "
+                "list other columns under metadata"
             )
         return self
 

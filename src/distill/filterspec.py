@@ -1,236 +1,31 @@
-"""Filter definitions: the task a distillation run teaches.
+"""Filter packages on disk: loading, validation and folder checks.
 
-A filter lives in ``filters/<name>/<version>/`` as a ``filter.yaml``, the prompt template it names and a
+A filter is a task package: ``filters/<name>/<version>/`` holds a ``filter.yaml`` (its ``kind:`` picks
+the task class in :mod:`distill.tasks`: ``score`` when absent), the prompt template it names and a
 ``README.md``; ``conf/filter/<name>.yaml`` makes it a Hydra option (``-S filter=<name>``). Loading
 validates everything a run depends on and raises :class:`FilterSpecError` with a message that says what
-to fix: dimension weights must sum to 1, tiers must be strictly ordered, the prompt template may only use
-known fields, prefilter regexes must compile. :func:`load_filter_at` (what the pipeline and the
-``distill`` commands use) also checks the folder: its names match ``name:`` and ``version:``, and the
-README is there. :func:`conf_problems` finds filters that no ``conf/filter/*.yaml`` selects.
-
-The oracle scores dimensions; the project computes the overall score and the tier from the weights and
-thresholds here (:meth:`FilterSpec.score`), never trusting an LLM to do arithmetic.
+to fix (the kind's own rules, the template's fields, prefilter regexes that must compile).
+:func:`load_filter_at` (what the pipeline and the ``distill`` commands use) also checks the folder: its
+names match ``name:`` and ``version:``, and the README is there. :func:`conf_problems` finds filters
+that no ``conf/filter/*.yaml`` selects.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
-import string
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from distill.errors import FilterSpecError, queued_copy_hint
+from distill.tasks import KINDS, Task
+from distill.tasks.base import KeywordRule, PrefilterRules, RegexRule, template_fields  # noqa: F401 - re-exported
+from distill.tasks.score import Dimension, ScoreTask, Tier  # noqa: F401 - re-exported
 
-#: Fields a prompt template may reference.
-TEMPLATE_FIELDS = frozenset({"id", "title", "text", "source", "published", "rubric", "dimension_names",
-                             "scale_max"})
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Dimension(_Strict):
-    name: str
-    weight: float = Field(gt=0, le=1)
-    question: str
-    rubric: dict[int, str]
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"dimension name {v!r} must be snake_case (a-z, 0-9, _)")
-        return v
-
-    @field_validator("rubric")
-    @classmethod
-    def _rubric(cls, v: dict[int, str]) -> dict[int, str]:
-        return dict(sorted(v.items()))  # anchors are checked against the filter's scale_max
-
-
-class Tier(_Strict):
-    name: str
-    min_score: float = Field(ge=0)  # at most the filter's scale_max (checked with the filter)
-    description: str = ""
-
-
-class KeywordRule(_Strict):
-    """Block a record unless title or text matches at least one keyword (case-insensitive, whole word)."""
-
-    reason: str = "no_topic_keyword"
-    keywords: list[str] = Field(min_length=1)
-
-
-class RegexRule(_Strict):
-    """Block a record whose title or text matches ``pattern`` (Rust regex syntax, as polars uses)."""
-
-    reason: str
-    pattern: str
-    case_sensitive: bool = False
-
-
-class PrefilterRules(_Strict):
-    min_words: int = Field(default=0, ge=0)
-    max_words: int | None = Field(default=None, ge=1)
-    require_keywords: KeywordRule | None = None
-    block_patterns: list[RegexRule] = []
-    #: Minimum share of common English function words (the, and, of, ...) among the words of the first 1,500
-    #: characters (0 disables); below it a record is blocked as ``few_function_words``. It keeps out other
-    #: languages, and also English tables of figures and bare lists, which have few function words.
-    min_english_share: float = Field(default=0.0, ge=0, le=1)
-
-
-class Output(_Strict):
-    reasoning_max_chars: int = Field(default=400, ge=20)
-
-
-class FilterSpec(_Strict):
-    name: str
-    version: str
-    description: str
-    #: every dimension is scored with an integer from 0 to scale_max
-    scale_max: int = Field(default=10, ge=1)
-    dimensions: list[Dimension] = Field(min_length=1)
-    tiers: list[Tier] = Field(min_length=2)
-    system_prompt: str
-    template: str = Field(description="file name of the user prompt template, next to filter.yaml")
-    prefilter: PrefilterRules = PrefilterRules()
-    output: Output = Output()
-    # set by the loader, not the YAML
-    root: Path | None = Field(default=None, exclude=True)
-    template_text: str = Field(default="", exclude=True)
-
-    @model_validator(mode="after")
-    def _check(self) -> FilterSpec:
-        """Every cross-field problem at once (one per line), not only the first."""
-        problems = []
-        names = [d.name for d in self.dimensions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            problems.append(f"duplicate dimension(s): {', '.join(dupes)}")
-        if "reasoning" in names:
-            problems.append("'reasoning' is reserved for the oracle's explanation; rename that dimension")
-        top = self.scale_max
-        for d in self.dimensions:
-            bad = [k for k in d.rubric if not 0 <= k <= top]
-            if bad:
-                problems.append(f"dimension {d.name}: rubric anchors must be scores 0-{top} (scale_max), got {bad}")
-        total = sum(d.weight for d in self.dimensions)
-        if not math.isclose(total, 1.0, abs_tol=1e-6):
-            listing = ", ".join(f"{d.name}={d.weight:g}" for d in self.dimensions)
-            problems.append(
-                f"dimension weights must sum to 1.0 but sum to {total:.4g} ({listing}); "
-                f"adjust the weights so the overall score stays on the 0-{top} scale"
-            )
-        mins = [t.min_score for t in self.tiers]
-        if any(a <= b for a, b in itertools.pairwise(mins)):
-            listing = ", ".join(f"{t.name}>={t.min_score:g}" for t in self.tiers)
-            problems.append(
-                f"tiers must be listed from best to worst with strictly decreasing min_score, got {listing}"
-            )
-        high = [f"{t.name}>={t.min_score:g}" for t in self.tiers if t.min_score > top]
-        if high:
-            problems.append(f"tier thresholds must lie on the 0-{top} scale (scale_max), got {', '.join(high)}")
-        if mins[-1] != 0:
-            problems.append(
-                f"the last tier ({self.tiers[-1].name}) must have min_score 0 so every score has a tier"
-            )
-        tnames = [t.name for t in self.tiers]
-        if len(set(tnames)) != len(tnames):
-            problems.append(f"duplicate tier names in {tnames}")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
-    # ----------------------------------------------------------------- derived views
-    @property
-    def dimension_names(self) -> list[str]:
-        return [d.name for d in self.dimensions]
-
-    @property
-    def tier_names(self) -> list[str]:
-        return [t.name for t in self.tiers]
-
-    @cached_property
-    def json_schema(self) -> dict[str, Any]:
-        """The JSON schema every oracle answer must satisfy (and the student learns to emit)."""
-        props: dict[str, Any] = {
-            d.name: {"type": "integer", "minimum": 0, "maximum": self.scale_max} for d in self.dimensions
-        }
-        props["reasoning"] = {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": self.output.reasoning_max_chars,
-        }
-        return {
-            "type": "object",
-            "properties": props,
-            "required": [*self.dimension_names, "reasoning"],
-            "additionalProperties": False,
-        }
-
-    def rubric_text(self) -> str:
-        lines = []
-        for d in self.dimensions:
-            lines.append(f"- {d.name}: {d.question}")
-            for score, text in d.rubric.items():
-                lines.append(f"    {score}: {text}")
-        return "\n".join(lines)
-
-    def render(self, record: dict[str, Any]) -> list[dict[str, str]]:
-        """The chat messages for one record. Oracle and student both read exactly these."""
-        meta = record.get("metadata") or {}
-        fields = {
-            "id": record.get("id", ""),
-            "title": record.get("title") or "",
-            "text": record["text"],
-            "source": meta.get("source", ""),
-            "published": meta.get("published", ""),
-            "rubric": self.rubric_text(),
-            "dimension_names": ", ".join(self.dimension_names),
-            "scale_max": self.scale_max,
-        }
-        return [
-            {"role": "system", "content": self.system_prompt.strip()},
-            {"role": "user", "content": self.template_text.format_map(fields).strip()},
-        ]
-
-    def labelled(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """The label fields of a row from a validated answer: the answer as kept (``label``), the
-        dimension ``scores``, and the ``overall`` score and ``tier`` the project computes."""
-        label = {name: answer[name] for name in [*self.dimension_names, "reasoning"]}
-        scores = {name: answer[name] for name in self.dimension_names}
-        overall, tier = self.score(scores)
-        return {"label": label, "scores": scores, "overall": overall, "tier": tier}
-
-    def score(self, scores: dict[str, float]) -> tuple[float, str]:
-        """Overall weighted score (rounded to 3 decimals) and its tier."""
-        overall = round(sum(d.weight * float(scores[d.name]) for d in self.dimensions), 3)
-        return overall, self.tier_for(overall)
-
-    def tier_for(self, overall: float) -> str:
-        for tier in self.tiers:
-            if overall >= tier.min_score:
-                return tier.name
-        return self.tiers[-1].name  # unreachable: the last tier starts at 0
-
-
-def template_fields(template: str) -> set[str]:
-    """Top-level field names a ``str.format`` template references."""
-    fields = set()
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is not None:
-            fields.add(re.split(r"[.\[]", field, maxsplit=1)[0])
-    return fields
+#: any task kind (the name predates kinds: every filter was a rubric then)
+FilterSpec = Task
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
@@ -257,8 +52,17 @@ def _regex_problem(pattern: str) -> str | None:
     return None
 
 
+def task_class(raw: dict[str, Any], path: Path) -> type[Task]:
+    """The task class ``kind:`` names (``score`` when absent)."""
+    kind = raw.get("kind", "score")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise FilterSpecError(f"{path}: kind: {kind!r} is not a task kind; choose one of {', '.join(KINDS)}")
+    return cls
+
+
 def load_filter(path: str | Path) -> FilterSpec:
-    """Load and validate ``filter.yaml`` (or the folder holding it)."""
+    """Load and validate ``filter.yaml`` (or the folder holding it) into its kind's task."""
     path = Path(path)
     if path.is_dir() or path.suffix not in (".yaml", ".yml"):
         path = path / "filter.yaml"
@@ -270,8 +74,9 @@ def load_filter(path: str | Path) -> FilterSpec:
         raise FilterSpecError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise FilterSpecError(f"{path}: expected a mapping at the top level")
+    cls = task_class(raw, path)
     try:
-        spec = FilterSpec.model_validate(raw)
+        spec = cls.model_validate({"kind": cls.KIND, **raw})
     except ValidationError as e:
         raise FilterSpecError(_format_validation_error(path, e)) from None
 
@@ -284,11 +89,12 @@ def load_filter(path: str | Path) -> FilterSpec:
         used = template_fields(template)
     except ValueError as e:
         raise FilterSpecError(f"{tpath}: malformed template ({e}); write literal braces as {{{{ }}}}") from None
-    unknown = sorted(used - TEMPLATE_FIELDS)
+    known = cls.template_fields()
+    unknown = sorted(used - known)
     if unknown:
         raise FilterSpecError(
             f"{tpath}: template refers to unknown field(s) {', '.join('{' + u + '}' for u in unknown)}; "
-            f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
+            f"known fields: {', '.join(sorted(known))} (a {cls.KIND} task)"
         )
     if "text" not in used:
         raise FilterSpecError(f"{tpath}: template never uses {{text}}, so the oracle would not see the article")

@@ -48,8 +48,9 @@ def dedup_exact(
 
 
 def rescore(row: dict[str, Any], spec: FilterSpec) -> dict[str, Any]:
-    """The row with its scores, overall and tier recomputed from the current filter."""
-    return {**row, **spec.labelled(row["label"])}
+    """The row with its computed label fields (scores, overall and tier; labels...) recomputed from the
+    current filter."""
+    return {**row, **spec.labelled(row["label"], row)}
 
 
 # ----------------------------------------------------------------------------- reviews

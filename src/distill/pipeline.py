@@ -240,7 +240,7 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
 
     out = Path(cfg.output_dir)
     kept, dropped = 0, 0
-    tiers: Counter[str] = Counter()
+    strata: Counter[str | None] = Counter()
     with (jsonl.AtomicWriter(out / "labels.jsonl") as keep, jsonl.AtomicWriter(out / "duplicates.jsonl") as dupes,
           jsonl.AtomicWriter(out / "rejected.jsonl") as apart):
 
@@ -255,13 +255,13 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
             if dup is None:
                 keep.write(row)
                 kept += 1
-                tiers[row["tier"]] += 1
+                strata[spec.stratum(row)] += 1
             else:
                 dupes.write({**dup, "label_file": row["label_file"]})
                 dropped += 1
     rejected = counts["rejected"]
     metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept, "exact_duplicates": dropped,
-               "tiers": {t: tiers.get(t, 0) for t in spec.tier_names},
+               spec.STRATA: {t: strata.get(t, 0) for t in spec.strata()},
                "reviews": {"in_file": len(reviews), "applied": len(matched), "stale": len(reviews) - len(matched),
                            "corrected": counts["corrected"], "confirmed": counts["confirmed"],
                            "incorrect_dropped": rejected if cfg.incorrect == "drop" else 0,
@@ -304,19 +304,22 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
     if len(rows) < 3:
         raise InputError(f"{input_path}: only {len(rows)} labelled example(s); a split needs at least 3")
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    parts = stratified_split(rows, fractions, cfg.seed)
-    report = balance_report(parts, spec.tier_names, cfg.balance.min_share, cfg.balance.max_share)
-    leaks = leakage({s: [to_chat(r) for r in parts[s]] for s in SPLITS})
+    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum)
+    report = balance_report(parts, spec.strata(), cfg.balance.min_share, cfg.balance.max_share, spec.stratum,
+                            spec.STRATUM)
+    chats = {s: [to_chat(r, spec) for r in parts[s]] for s in SPLITS}
+    leaks = leakage(chats)
     for v in report["violations"]:
         log.warning("split: balance: %s", v)
     if report["violations"] and cfg.balance.on_violation == "fail":
-        raise ConfigError("tier balance out of bounds: " + "; ".join(report["violations"])
+        raise ConfigError(f"{spec.STRATUM} balance out of bounds: " + "; ".join(report["violations"])
                           + " (relax split.balance or set split.balance.on_violation=warn)")
     out = Path(cfg.output_dir)
     for s in SPLITS:
-        jsonl.write_jsonl(out / f"{s}.jsonl", (to_chat(r) for r in parts[s]))
-    metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed, "tier_counts": report["counts"],
-               "tier_shares": report["shares"], "balance_violations": report["violations"], "leaked_prompts": leaks}
+        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
+    metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed,
+               f"{spec.STRATUM}_counts": report["counts"], f"{spec.STRATUM}_shares": report["shares"],
+               "balance_violations": report["violations"], "leaked_prompts": leaks}
     jsonl.write_json(metrics_dir / "split.json", metrics)
     log.info("split: %s", metrics["sizes"])
     return metrics
@@ -338,7 +341,7 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
         import shutil
 
         shutil.rmtree(out)
-    metrics = train_student(student_cfg, train_rows, val_rows, spec.dimension_names, out, spec.scale_max)
+    metrics = train_student(student_cfg, train_rows, val_rows, spec, out)
     metrics = {"student": student_cfg.kind, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
     jsonl.write_json(metrics_dir / "train.json", metrics)
     log.info("train: %s", metrics)
@@ -348,15 +351,14 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model_dir: str | Path,
              metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
-    from distill.evaluate import evaluate as score
     from distill.evaluate import format_table
     from distill.students import predict, read_manifest
 
     test_rows = list(jsonl.read_jsonl(_require(Path(split_dir) / "test.jsonl", "run the split stage first")))
     manifest = read_manifest(model_dir)
     t0 = time.perf_counter()
-    predictions = predict(model_dir, test_rows, spec.json_schema)
-    metrics, rows, per_dim = score(test_rows, predictions, spec)
+    predictions = predict(model_dir, test_rows, spec)
+    metrics, rows, per_dim = spec.evaluate(test_rows, predictions)
     metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
     agreement = Path(metrics_dir) / "oracle_agreement.json"
     if agreement.is_file():  # the oracle_check stage's: the oracle's own noise, the student's floor
@@ -364,15 +366,14 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
 
         floor = json.loads(agreement.read_text(encoding="utf-8"))
         if floor.get("measured", True):
-            keys = ("mean_dimension_mae", "overall_mae", "tier_agreement")
-            metrics["oracle_floor"] = {k: floor.get(k) for k in keys}
+            metrics["oracle_floor"] = {k: floor.get(k) for k in spec.FLOOR}
     out = Path(cfg.output_dir)
     jsonl.write_json(out / "confusion.json", rows)
     jsonl.write_json(out / "per_dimension.json", per_dim)
     jsonl.write_jsonl(out / "predictions.jsonl", predictions)
     jsonl.write_json(metrics_dir / "eval.json", metrics)
     print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items",
-                       dimensions=spec.dimension_names))
+                       spec=spec))
     return metrics
 
 

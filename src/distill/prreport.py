@@ -129,6 +129,12 @@ def _tier_accuracy(rows: list[dict[str, Any]] | None) -> dict[str, tuple[int, in
     return acc
 
 
+def _parts(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-dimension (or per-label) values of the plot data; rows written before the generic
+    ``name``/``value`` keys said ``dimension``/``mae``."""
+    return {r.get("name", r.get("dimension")): r.get("value", r.get("mae")) for r in rows}
+
+
 def plot_sections(base: str, cwd: Path, plots_dir: Path | None) -> tuple[list[str], list[str]]:
     """Markdown for each plot whose data changed, and the SVG files written for them."""
     eval_dir = _eval_dir(cwd)
@@ -137,18 +143,20 @@ def plot_sections(base: str, cwd: Path, plots_dir: Path | None) -> tuple[list[st
     dims_old = _git_json(base, f"{eval_dir}/per_dimension.json", cwd)
     dims_new = _file_json(cwd / eval_dir / "per_dimension.json")
     if dims_new is not None and dims_old != dims_new:
-        old = {r["dimension"]: r["mae"] for r in dims_old or []}
-        new = {r["dimension"]: r["mae"] for r in dims_new}
+        old, new = _parts(dims_old or []), _parts(dims_new)
         names = list(new) + [d for d in old if d not in new]
-        lines += ["", "**MAE per dimension** (test split, student vs oracle)", ""]
-        lines += _table(["dimension", "base", "this change", "change"],
-                        [[d, fmt(old.get(d)), fmt(new.get(d)), change(old.get(d), new.get(d), "mae")] for d in names])
+        metric = next((r.get("metric", "mae") for r in dims_new), "mae")
+        title = "MAE per dimension" if metric == "mae" else f"{metric.upper()} per label"
+        lines += ["", f"**{title}** (test split, student vs oracle)", ""]
+        lines += _table(["dimension" if metric == "mae" else "label", "base", "this change", "change"],
+                        [[d, fmt(old.get(d)), fmt(new.get(d)), change(old.get(d), new.get(d), metric)]
+                         for d in names])
         if plots_dir is not None:
             from distill.plots import bars
 
-            svg = bars("MAE per dimension", names, {"base": [old.get(d) or 0 for d in names],
-                                                    "this change": [new.get(d) or 0 for d in names]},
-                       xlabel="mean absolute error", horizontal=True, salt="prdims")
+            svg = bars(title, names, {"base": [old.get(d) or 0 for d in names],
+                                      "this change": [new.get(d) or 0 for d in names]},
+                       xlabel="mean absolute error" if metric == "mae" else metric, horizontal=True, salt="prdims")
             (plots_dir / "per_dimension.svg").write_text(svg, encoding="utf-8")
             files.append("per_dimension.svg")
     conf_old = _git_json(base, f"{eval_dir}/confusion.json", cwd)

@@ -256,6 +256,10 @@ def clean_text(value: str, *, unescape_html: bool, strip_html: bool) -> str:
     return "\n".join(line.strip() for line in value.split("\n")).strip()
 
 
+#: record fields a field map may fill besides id, title and text (absent from a record without them)
+OPTIONAL_FIELDS = ("gold", "answer_schema")
+
+
 def _pick(data: dict[str, Any], columns: str | list[str]) -> Any:
     for col in [columns] if isinstance(columns, str) else columns:
         value = data.get(col)
@@ -416,7 +420,11 @@ def read_corpus(cfg: PrefilterConfig, base_dir: str | Path = ".") -> CorpusResul
             result.synthesised_ids += 1
             synthesised_example = synthesised_example or rid
         metadata = {k: data.get(k) for k in cfg.metadata if data.get(k) is not None}
-        result.records.append({"id": rid, "title": title, "text": text, "metadata": metadata})
+        record = {"id": rid, "title": title, "text": text, "metadata": metadata}
+        for key in OPTIONAL_FIELDS:  # what the task may use: a golden answer, a record's own answer schema
+            if key in cfg.field_map and (value := _pick(data, cfg.field_map[key])) is not None:
+                record[key] = value
+        result.records.append(record)
     result.columns = list(seen)
     if not declared and seen:  # rows brought their own keys: decide now that all are read
         result.missing_columns = check_columns(cfg, result.columns, display,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from distill.merge import text_hash
@@ -29,12 +30,19 @@ def allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return {"train": n - test - val, "val": val, "test": test}
 
 
+def _tier(row: dict[str, Any]) -> str | None:
+    return row.get("tier")
+
+
 def stratified_split(
-    rows: list[dict[str, Any]], fractions: dict[str, float], seed: int
+    rows: list[dict[str, Any]], fractions: dict[str, float], seed: int,
+    stratum: Callable[[dict[str, Any]], str | None] = _tier,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Each stratum (``stratum(row)``: the task's tier or label; one stratum when it gives None) split
+    by the fractions, in a seeded order that depends on neither the input order nor the other strata."""
     by_tier: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["id"]):
-        by_tier[row["tier"]].append(row)
+        by_tier[stratum(row) or ""].append(row)
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for tier in sorted(by_tier):
         group = by_tier[tier]
@@ -48,30 +56,38 @@ def stratified_split(
     return out
 
 
-def to_chat(row: dict[str, Any]) -> dict[str, Any]:
+#: what a split row carries besides id and messages: the task's computed label fields, and gold
+_CARRIED = ("tier", "overall", "scores", "labels", "gold", "gold_agrees")
+
+
+def to_chat(row: dict[str, Any], spec=None) -> dict[str, Any]:
+    """A label row as a training example: the oracle's prompt, then its validated answer as the
+    assistant turn, with the task's label fields (``spec.labelled``) for evaluation."""
     assistant = json.dumps(row["label"], ensure_ascii=False)
+    fields = spec.labelled(row["label"], row) if spec is not None else row
+    carried = {k: fields[k] for k in fields if k != "label" and (spec is not None or k in _CARRIED)}
+    carried.update({k: row[k] for k in ("gold", "gold_agrees") if k in row})
     return {
         "id": row["id"],
-        "tier": row["tier"],
-        "overall": row["overall"],
-        "scores": row["scores"],
+        **carried,
         "messages": [*row["messages"], {"role": "assistant", "content": assistant}],
     }
 
 
 def balance_report(
-    splits: dict[str, list[dict[str, Any]]], tiers: list[str], min_share: float, max_share: float
+    splits: dict[str, list[dict[str, Any]]], tiers: list[str], min_share: float, max_share: float,
+    stratum: Callable[[dict[str, Any]], str | None] = _tier, what: str = "tier",
 ) -> dict[str, Any]:
-    total = Counter(r["tier"] for rows in splits.values() for r in rows)
+    total = Counter(stratum(r) for rows in splits.values() for r in rows)
     n = sum(total.values())
-    per_split = {s: {t: sum(1 for r in rows if r["tier"] == t) for t in tiers} for s, rows in splits.items()}
+    per_split = {s: {t: sum(1 for r in rows if stratum(r) == t) for t in tiers} for s, rows in splits.items()}
     shares = {t: (total[t] / n if n else 0.0) for t in tiers}
     violations = []
     for t in tiers:
         if shares[t] < min_share:
-            violations.append(f"tier {t} is {shares[t]:.0%} of the data (below {min_share:.0%})")
+            violations.append(f"{what} {t} is {shares[t]:.0%} of the data (below {min_share:.0%})")
         elif shares[t] > max_share:
-            violations.append(f"tier {t} is {shares[t]:.0%} of the data (above {max_share:.0%})")
+            violations.append(f"{what} {t} is {shares[t]:.0%} of the data (above {max_share:.0%})")
     return {"counts": per_split, "shares": {t: round(v, 4) for t, v in shares.items()}, "violations": violations}
 
 

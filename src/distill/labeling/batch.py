@@ -46,7 +46,6 @@ from distill.filterspec import FilterSpec
 from distill.labeling.budget import Budget, request_cost
 from distill.labeling.build import build_labeler, providers_for
 from distill.labeling.cache import ResponseCache
-from distill.labeling.conversation import Conversation
 from distill.labeling.engine import estimate_tokens
 from distill.labeling.events import Events
 from distill.labeling.ledger import Job, Ledger, ledger_path
@@ -230,9 +229,9 @@ class BatchRun:
             counts["records"] += 1
             item = labeler.prepare(record)
             provider = labeler.route(item["id"])[0]
-            conversation = Conversation(item["messages"], labeler.validate, labeler.max_attempts)
+            conversation = labeler.conversation(item)
             while (messages := conversation.messages()) is not None:
-                request = labeler.request_for(messages)
+                request = labeler.request_for(messages, conversation.schema)
                 key = labeler.key_for(provider, request)
                 cached = self.cache.get(key)
                 if cached is None:

@@ -30,6 +30,8 @@ class Conversation:
     prompt: list[dict[str, str]]
     validate: Validator
     max_attempts: int
+    #: the JSON schema the answers are asked for (None: the task's own)
+    schema: dict[str, Any] | None = None
     #: the messages of the next request (grows by an answer and a feedback message per re-ask)
     current: list[dict[str, str]] = field(init=False)
     #: every answer that was not accepted: attempt, reason, detail, finish_reason, text, cached

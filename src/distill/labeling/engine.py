@@ -37,6 +37,7 @@ from distill.labeling.conversation import Conversation, schema_validator
 from distill.labeling.events import Events
 from distill.providers.base import ChatRequest, ChatResponse, Pricing, Provider, ProviderError
 from distill.providers.prices import price_for
+from distill.validate import Invalid
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,6 +60,8 @@ class LabelStats:
     cached_input_tokens: int = 0
     cached_output_tokens: int = 0
     cost_usd: float = 0.0
+    gold_checked: int = 0  # valid answers compared with the record's golden answer
+    gold_agreed: int = 0
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     by_provider: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -160,7 +163,6 @@ class Labeler:
         self.budget = budget or Budget(None)
         #: the price each provider is charged at; unknown prices count as free (a budget refuses them)
         self.prices = {id(p): price_for(p.cfg)[0] or Pricing() for p, _ in self.providers}
-        self.validate = schema_validator(spec.json_schema)
         self.events = events or Events(None)
         self._consecutive_errors = 0
         self._down: set[int] = set()  # providers that failed for good in this run
@@ -198,16 +200,37 @@ class Labeler:
         base = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
         return random.uniform(base / 2, base)  # "equal jitter"
 
-    def request_for(self, messages: list[dict[str, str]]) -> ChatRequest:
-        return ChatRequest(messages=messages, schema=self.spec.json_schema, **self.gen)
+    def validator(self, item: dict[str, Any]):
+        """``validate(text, finish_reason)`` for one record: its schema (the task's, or the record's
+        own where the task allows one), then what the task checks beyond the schema."""
+        schema = self.spec.schema_for(item)
+        validate_schema = schema_validator(schema)
+        spec = self.spec
+
+        def validate(text: str | None, finish_reason: str | None):
+            outcome = validate_schema(text, finish_reason)
+            if isinstance(outcome, Invalid):
+                return outcome
+            problem = spec.check(outcome, item)
+            return Invalid("task", problem) if problem else outcome
+
+        return validate
+
+    def conversation(self, item: dict[str, Any]) -> Conversation:
+        """The record's conversation with the oracle (the engine's, the batch runner's, the estimate's)."""
+        return Conversation(item["messages"], self.validator(item), self.max_attempts,
+                            schema=self.spec.schema_for(item))
+
+    def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> ChatRequest:
+        return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema, **self.gen)
 
     def key_for(self, provider: Provider, request: ChatRequest) -> str:
         return request_key(self.identities[id(provider)], request)
 
     # ------------------------------------------------------------------ one request
-    async def _ask(self, provider: Provider, messages: list[dict[str, str]],
-                   record_id: str) -> tuple[ChatResponse, bool]:
-        request = self.request_for(messages)
+    async def _ask(self, provider: Provider, messages: list[dict[str, str]], record_id: str,
+                   schema: dict[str, Any] | None = None) -> tuple[ChatResponse, bool]:
+        request = self.request_for(messages, schema)
         key = self.key_for(provider, request)
         cached = self.cache.get(key)
         if cached is not None:
@@ -381,11 +404,11 @@ class Labeler:
         return await self._label_with(self.route(item["id"])[0], item)
 
     async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        conversation = Conversation(item["messages"], self.validate, self.max_attempts)
+        conversation = self.conversation(item)
         usage = {"input_tokens": 0, "output_tokens": 0}
         while (messages := conversation.messages()) is not None:
             try:
-                response, cached = await self._ask(provider, messages, item["id"])
+                response, cached = await self._ask(provider, messages, item["id"], conversation.schema)
             except ProviderError as e:
                 e.attempts = conversation.attempts  # the invalid record keeps the answers not accepted
                 raise
@@ -397,17 +420,24 @@ class Labeler:
         if not conversation.valid:
             return self._invalid(item, conversation.attempts, conversation.reason, provider)
         self.stats.valid += 1
-        return "valid", {
+        row = {
             "id": item["id"],
             "title": item["title"],
             "text": item["text"],
             "metadata": item.get("metadata", {}),
             "messages": item["messages"],
-            **self.spec.labelled(conversation.result),
+            **self.spec.labelled(conversation.result, item),
             "oracle": provider.describe(),
             "attempts": conversation.answers,
             "usage": usage,
         }
+        if item.get("gold") is not None:  # the record's golden answer checks the oracle too
+            agrees = self.spec.gold_agrees(row, item["gold"])
+            if agrees is not None:
+                row["gold"], row["gold_agrees"] = item["gold"], agrees
+                self.stats.gold_checked += 1
+                self.stats.gold_agreed += int(agrees)
+        return "valid", row
 
     def _invalid(
         self, item: dict[str, Any], attempts: list[dict[str, Any]], reason: str, provider: Provider

@@ -40,7 +40,6 @@ from distill.filterspec import load_filter_at
 from distill.labeling.budget import request_cost
 from distill.labeling.build import build_labeler
 from distill.labeling.cache import ReadOnlyCache
-from distill.labeling.conversation import Conversation
 from distill.labeling.engine import Labeler
 from distill.labeling.tokens import token_counter
 from distill.providers import (
@@ -216,7 +215,7 @@ def estimate(
             records += 1
             item = labeler.prepare(record)
             tally = by_provider[id(labeler.route(item["id"])[0])]
-            _walk(labeler, tally, item["messages"])
+            _walk(labeler, tally, item)
         results = [
             _finish(t, cache, label_cfg, oracle_cfg.max_tokens, latency_s, output_factor)
             for t in tallies
@@ -244,12 +243,12 @@ def estimate(
     }
 
 
-def _walk(labeler: Labeler, t: _Tally, messages: list[dict[str, str]]) -> None:
+def _walk(labeler: Labeler, t: _Tally, item: dict[str, Any]) -> None:
     """Follow the engine's conversation for one record through the cache."""
     t.records += 1
-    conversation = Conversation(messages, labeler.validate, labeler.max_attempts)
+    conversation = labeler.conversation(item)
     while (current := conversation.messages()) is not None:
-        key = labeler.key_for(t.provider, labeler.request_for(current))
+        key = labeler.key_for(t.provider, labeler.request_for(current, conversation.schema))
         cached = labeler.cache.get(key)
         if cached is None:
             attempt = conversation.answers

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Iterable
@@ -128,47 +127,9 @@ def agreement(
     spec: FilterSpec,
     order: list[str],
 ) -> dict[str, Any]:
-    """MAE and tier agreement between two sets of valid label rows (by id), over ids both have."""
-    from sklearn.metrics import cohen_kappa_score
-
-    ids = [i for i in order if i in first and i in second]
-    n = len(ids)
-
-    def mean(xs: list[float]) -> float | None:
-        return round(sum(xs) / len(xs), 4) if xs else None
-
-    mae = {
-        d: mean([abs(float(first[i]["scores"][d]) - float(second[i]["scores"][d])) for i in ids])
-        for d in spec.dimension_names
-    }
-    tiers_a = [first[i]["tier"] for i in ids]
-    tiers_b = [second[i]["tier"] for i in ids]
-    kappa = None
-    if n:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            value = float(cohen_kappa_score(tiers_a, tiers_b, labels=spec.tier_names))
-        kappa = (
-            None if math.isnan(value) else round(value, 4)
-        )  # undefined when both use one tier only
-    return {
-        "n": n,
-        "mae": mae,
-        "mean_dimension_mae": mean([v for v in mae.values() if v is not None]),
-        "overall_mae": mean(
-            [abs(float(first[i]["overall"]) - float(second[i]["overall"])) for i in ids]
-        ),
-        "tier_agreement": round(sum(a == b for a, b in zip(tiers_a, tiers_b)) / n, 4)
-        if n
-        else None,
-        "cohen_kappa": kappa,
-        "tiers": {
-            "first": {t: tiers_a.count(t) for t in spec.tier_names},
-            "second": {t: tiers_b.count(t) for t in spec.tier_names},
-        },
-    }
+    """How two sets of valid label rows (by id) agree, over the ids both have: the task kind's own
+    measure (MAE and tier agreement for a rubric, label agreement and kappa for a classification...)."""
+    return spec.agreement(first, second, order)
 
 
 # ----------------------------------------------------------------------------- labelling
@@ -197,12 +158,8 @@ async def _label_pass(
     valid: dict[str, dict[str, Any]] = {}
     try:
         async for kind, row in labeler.run(sample, label_cfg.concurrency):
-            if kind == "valid":
-                valid[row["id"]] = {
-                    "scores": row["scores"],
-                    "overall": row["overall"],
-                    "tier": row["tier"],
-                }
+            if kind == "valid":  # the task's computed label fields are what agreement compares
+                valid[row["id"]] = {k: v for k, v in spec.labelled(row["label"], row).items() if k != "label"}
     except TooManyProviderErrors as e:
         raise DistillError(f"{e}. Answers received so far are cached: rerun to resume.") from e
     if labeler.stop_reason:
@@ -334,11 +291,15 @@ def format_agreement(result: dict[str, Any]) -> str:
         f"{'metric':<28}{'value':>10}",
         "-" * 38,
     ]
-    for key in ("tier_agreement", "cohen_kappa", "overall_mae", "mean_dimension_mae"):
-        lines.append(f"{key:<28}{show(result[key]):>10}")
-    lines.append("per-dimension MAE:")
-    for d, v in result["mae"].items():
-        lines.append(f"  {d:<26}{show(v):>10}")
+    keys = ("tier_agreement", "cohen_kappa", "overall_mae", "mean_dimension_mae", "label_agreement",
+            "mean_jaccard")
+    for key in keys:
+        if key in result:
+            lines.append(f"{key:<28}{show(result[key]):>10}")
+    if "mae" in result:
+        lines.append("per-dimension MAE:")
+        for d, v in result["mae"].items():
+            lines.append(f"  {d:<26}{show(v):>10}")
     p = result["passes"]
     lines.append(
         f"requests sent: {p['first']['requests']} + {p['second']['requests']} "

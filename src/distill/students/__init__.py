@@ -26,10 +26,11 @@ def _in_torch_child(target: str, doing: str, **kwargs: Any) -> Any:
                          **kwargs)
 
 
-def save_manifest(out_dir: str | Path, kind: str, config: dict[str, Any], dimensions: list[str],
-                  scale_max: int = 10) -> None:
+def save_manifest(out_dir: str | Path, kind: str, config: dict[str, Any], task: dict[str, Any]) -> None:
+    """``student.json``: the student's kind and settings, and the task it learned (``task_info``)."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    manifest = {"kind": kind, "config": config, "dimensions": dimensions, "scale_max": scale_max}
+    manifest = {"kind": kind, "config": config, "task": task,
+                "dimensions": task.get("dimensions", []), "scale_max": task.get("scale_max")}
     (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -40,29 +41,45 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def train_student(cfg, train: list[dict], val: list[dict], dimensions: list[str], out_dir: str | Path,
+def task_info(task: Any, scale_max: int = 10) -> dict[str, Any]:
+    """What a student needs to know of the task, as plain data (it goes in ``student.json`` and to a
+    child process): its kind, and its dimensions and scale, or its labels. A list of dimension names
+    stands for a score task (how callers named the task before kinds existed)."""
+    if isinstance(task, (list, tuple)):
+        return {"kind": "score", "dimensions": list(task), "scale_max": scale_max}
+    info: dict[str, Any] = {"kind": task.kind, "schema": task.json_schema}
+    if task.kind == "score":
+        info.update(dimensions=task.dimension_names, scale_max=task.scale_max)
+    elif task.kind == "classify":
+        info.update(labels=task.label_names, multi_label=task.multi_label)
+    return info
+
+
+def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: str | Path,
                   scale_max: int = 10) -> dict[str, Any]:
-    """Train the student ``cfg`` describes and save it under ``out_dir``; return training metrics.
-    Scores lie on 0..``scale_max`` (the filter's scale)."""
+    """Train the student ``cfg`` describes for ``task`` (a task, or a score task's dimension names with
+    ``scale_max``) and save it under ``out_dir``; return training metrics."""
+    info = task_info(task, scale_max)
     if cfg.kind == "sklearn":
         from distill.students.sklearn_student import train as train_sklearn
 
-        return train_sklearn(cfg, train, val, dimensions, out_dir, scale_max)
+        return train_sklearn(cfg, train, val, info, out_dir)
     if cfg.kind == "lora":
         return _in_torch_child("distill.students.lora:train", "training the LoRA student", cfg=cfg,
-                               train_rows=train, val_rows=val, dimensions=dimensions, out_dir=str(out_dir),
-                               scale_max=scale_max)
+                               train_rows=train, val_rows=val, task=info, out_dir=str(out_dir))
     raise ConfigError(f"unknown student kind {cfg.kind!r}")
 
 
-def predict(model_dir: str | Path, examples: list[dict], schema: dict[str, Any]) -> list[dict[str, Any]]:
-    """Predictions for chat-format ``examples``: ``{"id", "scores" (or None when invalid), "raw"}``."""
+def predict(model_dir: str | Path, examples: list[dict], task: Any = None) -> list[dict[str, Any]]:
+    """Predictions for chat-format ``examples``: ``{"id", "answer" (None when the student's answer did
+    not validate), "raw", "invalid_reason"}``, plus ``scores`` for a score task."""
     manifest = read_manifest(model_dir)
     if manifest["kind"] == "sklearn":
         from distill.students.sklearn_student import predict as predict_sklearn
 
         return predict_sklearn(model_dir, examples, manifest)
     if manifest["kind"] == "lora":
+        schema = task if isinstance(task, dict) else (task.json_schema if task is not None else None)
         return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
                                model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema)
     raise ConfigError(f"{model_dir}: unknown student kind {manifest['kind']!r}")

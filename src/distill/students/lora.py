@@ -97,8 +97,8 @@ def _load_tokenizer(path: str):
     return tok
 
 
-def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[str], out_dir: str | Path,
-          scale_max: int = 10) -> dict[str, Any]:
+def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any], out_dir: str | Path
+          ) -> dict[str, Any]:
     import datasets
     import torch
     from datasets import Dataset
@@ -172,14 +172,15 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], dimensions: list[st
     out = Path(out_dir)
     trainer.model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")
-    save_manifest(out, "lora", cfg.model_dump(), dimensions, scale_max)
+    save_manifest(out, "lora", cfg.model_dump(), task)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
 
 
-def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any], schema: dict[str, Any],
+def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any], schema: dict[str, Any] | None,
             batch_size: int = 4) -> list[dict[str, Any]]:
-    """Greedy generation on each example's prompt; answers that fail the schema get ``scores=None``."""
+    """Greedy generation on each example's prompt, validated against the task's schema: an answer that
+    fails it gets ``answer=None`` (and ``scores=None`` for a score task) with the reason."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -191,7 +192,9 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     model = AutoModelForCausalLM.from_pretrained(resolve_base(cfg["base_model"]), dtype=torch.float32)
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.to(_device()).eval()
-    dims = manifest["dimensions"]
+    task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
+    schema = schema or task.get("schema")
+    dims = task.get("dimensions") or []
     out = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -209,13 +212,10 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
         for e, row in zip(batch, generated[:, enc["input_ids"].shape[1] :]):
             text = tokenizer.decode(row, skip_special_tokens=True)
             result = check(text, schema)
-            scores = None if isinstance(result, Invalid) else {d: result[d] for d in dims}
-            out.append(
-                {
-                    "id": e["id"],
-                    "scores": scores,
-                    "raw": text,
-                    "invalid_reason": result.reason if isinstance(result, Invalid) else None,
-                }
-            )
+            answer = None if isinstance(result, Invalid) else result
+            prediction = {"id": e["id"], "answer": answer, "raw": text,
+                          "invalid_reason": result.reason if isinstance(result, Invalid) else None}
+            if task["kind"] == "score":
+                prediction["scores"] = None if answer is None else {d: answer[d] for d in dims}
+            out.append(prediction)
     return out

@@ -1,0 +1,19 @@
+"""Task kinds: what a filter asks the oracle, how answers are checked, labelled and evaluated.
+
+:data:`KINDS` is the one place a kind is named: ``filter.yaml``'s ``kind:`` picks the class (``score``
+when absent, for the rubric filters written before kinds existed). Each kind is a module holding a
+:class:`~distill.tasks.base.Task` subclass.
+"""
+
+from __future__ import annotations
+
+from distill.tasks.base import PrefilterRules, Task
+from distill.tasks.classify import ClassifyTask
+from distill.tasks.score import ScoreTask
+
+KINDS: dict[str, type[Task]] = {
+    "score": ScoreTask,
+    "classify": ClassifyTask,
+}
+
+__all__ = ["KINDS", "ClassifyTask", "PrefilterRules", "ScoreTask", "Task"]
