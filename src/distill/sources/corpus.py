@@ -28,7 +28,9 @@ from distill.sources.idset import IdSet
 from distill.sources.rows import Row, Source, jsonable, preview
 from distill.sources.sql import postgres_source, resolve_dsn, sqlite_path, sqlite_source
 
-_WS_RE = re.compile(r"[ \t\r\f\v]+")
+# a run of horizontal whitespace becomes one space; matching only the runs that change (two or more
+# characters, or one that is not a space) gives the same text with far fewer replacements
+_WS_RE = re.compile(r"[ \t\r\f\v]{2,}|[\t\r\f\v]")
 _NL_RE = re.compile(r"\n\s*\n+")
 _LOC_BITS = 40  # a location is (source index << 40) | line, item or row
 
@@ -40,6 +42,8 @@ def clean_text(value: str, *, unescape_html: bool, strip_html: bool) -> str:
         value = html.unescape(value)
     value = value.replace("\r\n", "\n").replace("\u00a0", " ")
     value = _WS_RE.sub(" ", value)
+    if "\n" not in value:
+        return value.strip()
     value = _NL_RE.sub("\n\n", value)
     return "\n".join(line.strip() for line in value.split("\n")).strip()
 
