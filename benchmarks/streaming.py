@@ -71,6 +71,7 @@ def generate(path: Path, size_bytes: int, seed: int = 0) -> dict[str, Any]:
     rng = random.Random(seed)
     written = rows = bad = dups = 0
     copy = 0
+    lost: set[int] = set()  # stories whose copy 0 is a broken line
     with open(path, "wb") as out:
         while written < size_bytes:
             order = list(range(len(pool)))
@@ -81,9 +82,12 @@ def generate(path: Path, size_bytes: int, seed: int = 0) -> dict[str, Any]:
                 if rows % 10_000 == 0:
                     line = b'{"id": "broken-%d", "text": "no closing brace"\n' % rows
                     bad += 1
+                    if copy == 0:
+                        lost.add(i)
                 else:
-                    rid = r["id"] if rows % 5_000 == 0 and copy > 0 else f"{r['id']}~{copy}"
-                    dups += rows % 5_000 == 0 and copy > 0
+                    repeat = rows % 5_000 == 0 and copy > 0 and i not in lost  # the id of this story's copy 0
+                    rid = f"{r['id']}~{0 if repeat else copy}"
+                    dups += repeat
                     rec = {"id": rid, "title": f"{r['title']} (edition {copy})",
                            "text": f"{r['text']}\n\nThis is copy {copy} of the story.", "source": r["source"]}
                     line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
