@@ -217,3 +217,45 @@ def test_the_snapshot_stage_copies_the_table_into_the_input_file(pg, tmp_path):
         conn.execute("UPDATE t SET body = 'changed' WHERE n = 3")
     _stage("snapshot", cwd).communicate(timeout=120)
     assert json.loads((cwd / "metrics/snapshot.json").read_text())["sha256"] != metrics["sha256"]
+
+
+@pytest.mark.slow
+def test_the_readme_snapshot_stage_reruns_nothing_when_the_table_is_unchanged(pg, tmp_path):
+    """The README's snapshot stage in a real DVC project: always run, but prefilter reruns only when the
+    table's rows changed."""
+    import re
+    import shutil
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"<!-- snapshot-stage:start -->\n```yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    repo = tmp_path / "project"
+    for name in ("stages", "src", "filters", "conf"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "local.yaml"))
+    dvc_yaml = (ROOT / "dvc.yaml").read_text().replace("stages:\n", "stages:\n" + snippet, 1)
+    (repo / "dvc.yaml").write_text(dvc_yaml)
+    params = compose(ROOT / "conf", ["prefilter.input=data/snapshot/news.jsonl",
+                                     f"prefilter.source.dsn={pg.dsn('news')}",
+                                     "prefilter.source.query='SELECT id, body FROM big ORDER BY n'",
+                                     "prefilter.field_map.text=body", "prefilter.metadata=[]"])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PGPASSWORD": pg_server.PASSWORD, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")])}
+
+    def sh(*args: str) -> str:
+        proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    sh("git", "init", "-q")
+    sh(str(bindir / "dvc"), "init", "-q")
+    ran = re.compile(r"Running stage '(\w+)'")
+    assert ran.findall(sh(str(bindir / "dvc"), "repro", "prefilter")) == ["snapshot", "prefilter"]
+    assert json.loads((repo / "metrics/snapshot.json").read_text())["rows"] == 3000
+    assert ran.findall(sh(str(bindir / "dvc"), "repro", "prefilter")) == ["snapshot"]  # same rows: no rerun
+    with pg.connect("news") as conn:
+        conn.execute("UPDATE big SET body = body || ' (edited)' WHERE n = 7")
+    assert ran.findall(sh(str(bindir / "dvc"), "repro", "prefilter")) == ["snapshot", "prefilter"]
+    with pg.connect("news") as conn:
+        conn.execute("UPDATE big SET body = replace(body, ' (edited)', '') WHERE n = 7")
