@@ -48,11 +48,26 @@ class IdSet:
         self._runs.append((hi[order], lo[order], np.asarray(locations, dtype=np.int64)[order]))
         self.size += int(hi.size)
         while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
-            (h2, l2, c2), (h1, l1, c1) = self._runs.pop(), self._runs.pop()
-            h, lo_, c = np.concatenate([h1, h2]), np.concatenate([l1, l2]), np.concatenate([c1, c2])
-            order = np.argsort(h, kind="stable")
-            self._runs.append((h[order], lo_[order], c[order]))
+            newer, older = list(self._runs.pop()), list(self._runs.pop())
+            self._runs.append(_merge(older, newer))
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for run in self._runs for a in run)
+
+
+def _merge(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Two runs sorted by their first array, merged in linear time; each input array is released as soon
+    as its merged copy exists, so a merge needs little more than the merged run itself."""
+    n = a[0].size + b[0].size
+    at_b = np.searchsorted(a[0], b[0], side="right") + np.arange(b[0].size)  # where b's rows go
+    from_a = np.ones(n, dtype=bool)
+    from_a[at_b] = False
+    out = []
+    for k in range(len(a)):
+        merged = np.empty(n, dtype=a[k].dtype)
+        merged[from_a] = a[k]
+        merged[at_b] = b[k]
+        a[k] = b[k] = None  # type: ignore[call-overload]
+        out.append(merged)
+    return tuple(out)
