@@ -83,6 +83,14 @@ def test_a_glob_is_one_corpus_and_quarantine_names_the_actual_file(tmp_path, mon
     assert res.rows_read == 5
 
 
+def test_an_empty_file_among_several_is_skipped_with_a_warning(tmp_path, caplog):
+    (tmp_path / "a.jsonl").write_bytes(jsonl_bytes([{"id": "1", "text": "one"}]))
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    res = read(str(tmp_path / "*.jsonl"))
+    assert [r["id"] for r in res.records] == ["1"]
+    assert "b.jsonl: file is empty, skipped" in caplog.text
+
+
 def test_a_list_mixes_formats_and_compression(tmp_path):
     (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(jsonl_bytes([{"id": "g1", "text": "from gzip"}])))
     (tmp_path / "b.csv.zst").write_bytes(zstandard.ZstdCompressor().compress(b"id,text\nz1,from zstd\nz2,more\n"))
@@ -135,6 +143,7 @@ def test_a_folder_of_text_and_markdown_files(tmp_path):
     (d / "2024" / "c.md").write_text("no heading at all\n", encoding="utf-8")
     (d / "latin.txt").write_bytes(b"caf\xe9\n")
     (d / "empty.md").write_text("   \n", encoding="utf-8")
+    (d / "zero.txt").write_bytes(b"")
     (d / "skip.json").write_text("{}", encoding="utf-8")
     (d / ".hidden").mkdir()
     (d / ".hidden" / "x.md").write_text("# hidden\n", encoding="utf-8")
@@ -143,7 +152,7 @@ def test_a_folder_of_text_and_markdown_files(tmp_path):
         ("2024/b.txt", "b"), ("2024/c.md", "c"), ("a.md", "Solar *farms*")]
     assert res.records[2]["text"] == "Intro line\n\n## Solar *farms* ##\n\nBody text."
     assert [(Path(q["file"]).name, q["reason"]) for q in res.quarantine] == [
-        ("empty.md", "missing_text"), ("latin.txt", "undecodable_bytes")]
+        ("empty.md", "missing_text"), ("latin.txt", "undecodable_bytes"), ("zero.txt", "missing_text")]
 
 
 def test_a_folder_without_text_files_says_what_input_may_be(tmp_path):

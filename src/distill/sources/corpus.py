@@ -10,6 +10,7 @@ small inputs).
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from distill.sources.idset import IdSet
 from distill.sources.rows import Row, Source, jsonable, preview
 from distill.sources.sql import postgres_source, resolve_dsn, sqlite_path, sqlite_source
 
+log = logging.getLogger("distill")
 # a run of horizontal whitespace becomes one space; matching only the runs that change (two or more
 # characters, or one that is not a space) gives the same text with far fewer replacements
 _WS_RE = re.compile(r"[ \t\r\f\v]{2,}|[\t\r\f\v]")
@@ -73,9 +75,10 @@ def open_sources(cfg: PrefilterConfig, base_dir: Path) -> tuple[list[Source], st
     single = len(entries) == 1 and len(files) == 1 and not files[0][2]
     sources = []
     for path, display, rel_id, globbed in files:
-        if path.stat().st_size == 0:
+        if path.stat().st_size == 0 and rel_id is None:  # an empty text file is a record without text
             if single:
                 raise InputError(f"{display}: file is empty, nothing to prefilter")
+            log.warning("%s: file is empty, skipped", display)
             continue
         fmt = "text" if rel_id is not None else detect_format(path, cfg.format, globbed)
         stem_ = stem(path) if single else display.rsplit(".", 2 if path.suffix.lower() in (".gz", ".zst") else 1)[0]
