@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -114,6 +115,73 @@ def test_a_stage_where_no_record_passes_fails_with_counts_per_reason(tmp_path):
             "filter.yaml blocked all 3 record(s) (too_short=2, no_topic_keyword=1)") in proc.stderr
     metrics = _metrics(cwd)
     assert metrics["passed"] == 0 and metrics["blocked_by_reason"] == {"no_topic_keyword": 1, "too_short": 2}
+
+
+def test_a_glob_of_compressed_files_runs_in_small_batches_with_the_same_outputs(tmp_path):
+    good = [{"id": f"g{i}", "title": "Solar", "text": LONG + f" Item {i}."} for i in range(7)]
+    short = [{"id": f"s{i}", "title": "t", "text": "Too short."} for i in range(5)]
+    rows = [r for pair in zip(good, short) for r in pair] + good[5:]
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows[:6])
+                                                                .encode()))
+    (tmp_path / "raw" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[6:]) + "{bad\n")
+    outputs = {}
+    for batch_rows in (2, 50000):
+        shutil.rmtree(tmp_path / "filters", ignore_errors=True)
+        cwd = _workdir(tmp_path, ["prefilter.input=raw/*.jsonl*", "prefilter.track=raw",
+                                  f"prefilter.batch_rows={batch_rows}", "prefilter.blocked_sample_size=3"])
+        proc = _run("prefilter", cwd)
+        assert proc.returncode == 0, proc.stderr
+        outputs[batch_rows] = {name: (cwd / "data/prefiltered" / name).read_text()
+                               for name in ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl")}
+        metrics = _metrics(cwd)
+        assert metrics["rows_read"] == 13 and metrics["passed"] == 7 and metrics["blocked"] == 5
+        quarantine = [json.loads(x) for x in outputs[batch_rows]["quarantine.jsonl"].splitlines()]
+        assert [(q["file"], q["line"], q["reason"]) for q in quarantine] == [("raw/b.jsonl", 7, "bad_json")]
+    assert outputs[2] == outputs[50000]
+    assert [json.loads(x)["id"] for x in outputs[2]["passed.jsonl"].splitlines()] == [r["id"] for r in good]
+
+
+def test_a_failure_half_way_leaves_no_output_looking_complete(tmp_path):
+    rows = "".join(json.dumps({"id": f"r{i}", "title": "Solar", "text": LONG}) + "\n" for i in range(50))
+    data = gzip.compress(rows.encode() * 20)
+    (tmp_path / "corpus.jsonl.gz").write_bytes(data[: len(data) - 40])  # cut short: fails at the end
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl.gz", "prefilter.batch_rows=10"])
+    out = cwd / "data/prefiltered"
+    out.mkdir(parents=True)
+    for name in ("passed.jsonl", "quarantine.jsonl", "blocked_sample.jsonl"):
+        (out / name).write_text('{"id": "from an earlier run"}\n')
+    proc = _run("prefilter", cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "corpus.jsonl.gz: cannot decompress" in proc.stderr
+    assert list(out.iterdir()) == []  # neither this run's partial files nor the earlier run's
+
+
+def test_the_blocked_sample_is_the_same_as_picking_from_every_blocked_row():
+    import random
+
+    from distill.pipeline import _BlockedSampler
+
+    def reference(blocked, size):  # the pre-streaming implementation, over the whole list
+        if not blocked or size <= 0:
+            return []
+        per = max(1, size // len({b["reason"] for b in blocked}))
+        taken, sample = {}, []
+        for b in blocked:
+            if taken.get(b["reason"], 0) < per and len(sample) < size:
+                taken[b["reason"]] = taken.get(b["reason"], 0) + 1
+                sample.append(b)
+        return sample
+
+    rng = random.Random(0)
+    for trial in range(200):
+        reasons = [f"r{i}" for i in range(rng.randint(1, 6))]
+        blocked = [{"id": str(i), "reason": rng.choice(reasons)} for i in range(rng.randint(0, 80))]
+        size = rng.randint(0, 12)
+        sampler = _BlockedSampler(size)
+        for b in blocked:
+            sampler.offer({"id": b["id"]}, b["reason"])
+        assert sampler.sample() == reference(blocked, size), trial
 
 
 def test_missing_and_empty_inputs_fail_with_a_clear_message(tmp_path):

@@ -8,6 +8,7 @@ a missing API key or a broken filter stops the run before the first paid request
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,16 +36,84 @@ class FilterRef(Section):
         return Path(self.root) / self.name / self.version
 
 
+_SQL_SCHEMES = ("postgresql://", "postgres://", "sqlite://")
+
+
+def is_database_url(value: object) -> bool:
+    """True for a ``postgresql://``, ``postgres://`` or ``sqlite://`` URL (a database, not a path)."""
+    return isinstance(value, str) and value.strip().lower().startswith(_SQL_SCHEMES)
+
+
+def _password_problem(dsn: str, where: str) -> str | None:
+    """Why ``dsn`` must not be in params.yaml (it holds a password), or None."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        has = bool(parts.password) or "password" in {k.lower() for k in parse_qs(parts.query)}
+    else:  # key=value connection string
+        has = bool(re.search(r"(?:^|\s)password\s*=", dsn, re.IGNORECASE))
+    if not has:
+        return None
+    return (f"{where} holds a password, and params.yaml is committed and logged: remove it, and give the "
+            "password as PGPASSWORD in the environment or in .env (or ~/.pgpass), or put the whole DSN in an "
+            "environment variable (or .env entry) and name it in prefilter.source.dsn_env")
+
+
+class SourceConfig(Section):
+    """``prefilter.source``: a database to read rows from (SQLite or PostgreSQL), streamed in batches.
+
+    Credentials never go here: ``dsn`` is a DSN without a password (the password comes from PGPASSWORD,
+    ``.env`` or ``~/.pgpass``), or ``dsn_env`` names an environment variable holding the whole DSN.
+    Prefilter reads the database when ``prefilter.input`` is a database URL, or is null and a DSN is set
+    here; when ``prefilter.input`` is a file, the ``snapshot`` stage (README, Input) copies this source
+    into it and prefilter reads the copy.
+    """
+
+    dsn: str | None = None
+    dsn_env: str | None = None
+    #: the SQL that returns the rows (give it an ORDER BY: the snapshot's hash depends on row order)
+    query: str | None = None
+    #: or a table (``SELECT * FROM table``); SQLite with one table needs neither
+    table: str | None = None
+    #: rows fetched per round trip (a server-side cursor for PostgreSQL)
+    fetch_rows: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> SourceConfig:
+        if self.dsn and self.dsn_env:
+            raise ValueError("set either source.dsn or source.dsn_env, not both")
+        if self.query and self.table:
+            raise ValueError("set either source.query or source.table, not both")
+        if self.dsn:
+            problem = _password_problem(self.dsn, "prefilter.source.dsn")
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.dsn or self.dsn_env)
+
+
+Column = str | int  # a column name, or a position (0-based) in a file without a header or a query's result
+
+
 class PrefilterConfig(Section):
-    input: str
-    #: auto picks the reader from the file extension
-    format: Literal["auto", "jsonl", "csv", "json", "parquet", "xml"] = "auto"
-    #: record field -> source column; a list means "first non-empty of these"
+    #: a file, a glob, a list of files or globs, a folder of text / Markdown files, or a database URL
+    #: (postgresql://user@host/db, sqlite:///path.db); null reads the database in ``source``
+    input: str | list[str] | None = None
+    #: auto picks the reader from the file extension (a .gz / .zst suffix is decompressed first)
+    format: Literal["auto", "jsonl", "csv", "tsv", "json", "parquet", "xml", "text", "sqlite", "postgresql"] = "auto"
+    #: record field -> source column; a list means "first non-empty of these"; an integer is a position
     #: (title: [] means no title; id: [] makes ids up as <file stem>:<line>)
-    field_map: dict[str, str | list[str]] = Field(
+    field_map: dict[str, Column | list[Column]] = Field(
         default_factory=lambda: {"id": "id", "title": "title", "text": "text"})
+    #: names for the columns of CSV / TSV files without a header line (null: the first line is the header,
+    #: unless field_map names columns by position)
+    columns: list[str] | None = None
     #: extra source columns copied into record["metadata"]
-    metadata: list[str] = []
+    metadata: list[Column] = []
     #: element name holding one record, for XML input
     xml_row_tag: str = "row"
     unescape_html: bool = False
@@ -52,11 +121,19 @@ class PrefilterConfig(Section):
     #: take only the first N records of the input (a slice for smoke runs); null for all
     limit: int | None = Field(default=None, ge=1)
     blocked_sample_size: int = Field(default=50, ge=0)
+    #: records per batch: rules run and outputs are written batch by batch (memory stays bounded)
+    batch_rows: int = Field(default=50_000, ge=1)
+    #: the database to read (see SourceConfig)
+    source: SourceConfig = SourceConfig()
+    #: the path dvc.yaml declares as the prefilter's input dependency (not read by the code): conf/ sets
+    #: it to prefilter.input; set it to the folder of a glob or list
+    track: str | None = None
     output_dir: str = "data/prefiltered"
 
     @model_validator(mode="after")
     def _needs_text(self) -> PrefilterConfig:
-        if not self.field_map.get("text"):
+        text = self.field_map.get("text")
+        if text is None or text == [] or text == "":
             raise ValueError("field_map must map 'text' to a source column")
         unknown = set(self.field_map) - {"id", "title", "text", "gold", "answer_schema"}
         if unknown:
@@ -64,7 +141,33 @@ class PrefilterConfig(Section):
                 f"field_map keys must be id, title, text, gold or answer_schema, got {sorted(unknown)}; "
                 "list other columns under metadata"
             )
+        for key, value in self.field_map.items():
+            for col in value if isinstance(value, list) else [value]:
+                if isinstance(col, int) and col < 0:
+                    raise ValueError(f"field_map.{key}: a column position counts from 0, got {col}")
+        if self.input is None and not self.source.configured:
+            raise ValueError("set prefilter.input (a file, glob, list of files, folder or database URL), or "
+                             "prefilter.source.dsn / prefilter.source.dsn_env to read a database")
+        if isinstance(self.input, list) and not self.input:
+            raise ValueError("prefilter.input is an empty list: name at least one file")
+        for value in self.inputs:
+            problem = is_database_url(value) and _password_problem(value, "prefilter.input")
+            if problem:
+                raise ValueError(problem)
         return self
+
+    @property
+    def inputs(self) -> list[str]:
+        """``input`` as a list (empty when the database in ``source`` is read)."""
+        if self.input is None:
+            return []
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    @property
+    def reads_database(self) -> bool:
+        """True when prefilter reads a database itself (not a file the snapshot stage wrote)."""
+        return self.input is None or (isinstance(self.input, str) and is_database_url(self.input)) \
+            or self.format in ("postgresql",)
 
 
 class LabelConfig(Section):

@@ -59,18 +59,24 @@ class AtomicWriter:
     have given it (0666 less the umask), not the temporary file's 0600.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, errors: str = "strict"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_files(self.path)
         fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(self.path)}{os.getpid()}.", dir=self.path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
         self._tmp = Path(tmp)
-        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        # errors="surrogateescape" writes bytes that were not UTF-8 back as they were read (source snapshots)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", errors=errors, newline="\n")
         self.count = 0
 
     def write(self, obj: Any) -> None:
         self._fh.write(_LINE.encode(obj) + "\n")
+        self.count += 1
+
+    def write_line(self, line: str) -> None:
+        """Write one already-encoded JSON line (no trailing newline)."""
+        self._fh.write(line + "\n")
         self.count += 1
 
     def __enter__(self) -> Self:

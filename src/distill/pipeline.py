@@ -8,6 +8,7 @@ and ``dvc.yaml`` interpolates the same params, so paths are written down once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -41,59 +42,142 @@ def _require(path: str | Path, what: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- prefilter
+PREFILTER_OUTPUTS = ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl", "source_snapshot.jsonl")
+
+
 def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    """Read the input batch by batch (``prefilter.batch_rows`` records), apply the rules to each batch and
+    write the outputs as it goes, so memory stays bounded whatever the input's size. Every output is
+    written under a temporary name and moved into place only when the whole input was read: a failure
+    half way (a lost database connection, a malformed file) leaves no output, and removes the outputs of
+    an earlier run, so nothing incomplete or stale looks complete. A database input is also copied to
+    ``source_snapshot.jsonl``, its row count and SHA-256 in the metrics."""
+    from distill.jsonl import AtomicWriter
     from distill.prefilter import PASS, apply_rules, records_frame
-    from distill.sources import read_corpus
+    from distill.sources import CorpusStream
+    from distill.sources.snapshot import SnapshotWriter
 
     t0 = time.perf_counter()
-    corpus = read_corpus(cfg)
-    decisions = apply_rules(records_frame(corpus.records), spec.prefilter).to_list() if corpus.records else []
     out = Path(cfg.output_dir)
-    passed = [r for r, d in zip(corpus.records, decisions) if d == PASS]
-    jsonl.write_jsonl(out / "passed.jsonl", passed)
-    blocked = [{**r, "reason": d} for r, d in zip(corpus.records, decisions) if d != PASS]
-    jsonl.write_jsonl(out / "blocked_sample.jsonl", _sample_per_reason(blocked, cfg.blocked_sample_size))
-    jsonl.write_jsonl(out / "quarantine.jsonl", corpus.quarantine)
-    by_reason = dict(sorted(Counter(b["reason"] for b in blocked).items()))
+    stream = CorpusStream(cfg)
+    passed_n = 0
+    by_reason: Counter[str] = Counter()
+    sampler = _BlockedSampler(cfg.blocked_sample_size)
+    snapshot = None
+    try:
+        with AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine:
+            stream.on_quarantine = quarantine.write
+            if stream.snapshots:
+                snapshot = SnapshotWriter(out / "source_snapshot.jsonl")
+                stream.on_source_row = snapshot.write
+            with snapshot or contextlib.nullcontext():
+                for batch in stream.batches():
+                    decisions = apply_rules(records_frame(batch), spec.prefilter).to_list()
+                    for record, decision in zip(batch, decisions):
+                        if decision == PASS:
+                            passed.write(record)
+                        else:
+                            by_reason[decision] += 1
+                            sampler.offer(record, decision)
+                passed_n = passed.count
+        jsonl.write_jsonl(out / "blocked_sample.jsonl", sampler.sample())
+    except BaseException:
+        for name in PREFILTER_OUTPUTS:  # an earlier run's outputs must not pass for this run's
+            (out / name).unlink(missing_ok=True)
+        raise
+    if snapshot is None:
+        (out / "source_snapshot.jsonl").unlink(missing_ok=True)
+    by_reason = dict(sorted(by_reason.items()))
+    blocked_n = sum(by_reason.values())
+    quarantined = sum(stream.quarantine_counts.values())
     metrics = {
-        "rows_read": corpus.rows_read,
-        "quarantined": len(corpus.quarantine),
-        "quarantine_reasons": corpus.quarantine_counts,
-        "records": len(corpus.records),
-        "passed": len(passed),
-        "blocked": len(blocked),
+        "rows_read": stream.rows_read,
+        "quarantined": quarantined,
+        "quarantine_reasons": dict(stream.quarantine_counts),
+        "records": stream.records,
+        "passed": passed_n,
+        "blocked": blocked_n,
         "blocked_by_reason": by_reason,
-        "pass_rate": round(len(passed) / len(corpus.records), 4) if corpus.records else 0.0,
-        "missing_columns": corpus.missing_columns,
-        "synthesised_ids": corpus.synthesised_ids,
+        "pass_rate": round(passed_n / stream.records, 4) if stream.records else 0.0,
+        "missing_columns": stream.missing_columns,
+        "synthesised_ids": stream.synthesised_ids,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if snapshot is not None:
+        metrics["source_snapshot"] = snapshot.summary()
     jsonl.write_json(metrics_dir / "prefilter.json", metrics)
-    if corpus.quarantine:
-        log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", len(corpus.quarantine),
-                    out / "quarantine.jsonl", _counts(corpus.quarantine_counts))
-    log.info("prefilter: %d records, %d passed, %d blocked %s", len(corpus.records), len(passed), len(blocked),
-             by_reason)
-    if not corpus.records:  # outputs and metrics are written: the user can look
-        raise InputError(_nothing_read(cfg, corpus, out))
-    if not passed:
+    if quarantined:
+        log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", quarantined,
+                    out / "quarantine.jsonl", _counts(stream.quarantine_counts))
+    log.info("prefilter: %d records, %d passed, %d blocked %s", stream.records, passed_n, blocked_n, by_reason)
+    if not stream.records:  # outputs and metrics are written: the user can look
+        raise InputError(_nothing_read(cfg, stream, out))
+    if not passed_n:
         raise InputError(_nothing_passed(spec, by_reason, out))
     return metrics
+
+
+def snapshot(cfg: PrefilterConfig, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+    """The ``snapshot`` stage (README, Input): copy the database in ``prefilter.source`` into the file
+    ``prefilter.input`` (rows as read, streamed), with its row count and SHA-256 in metrics/snapshot.json.
+    DVC then tracks the file: prefilter, and so labelling, rerun only when the rows changed."""
+    from distill.sources import open_sources
+    from distill.sources.snapshot import SnapshotWriter
+
+    if not cfg.source.configured:
+        raise ConfigError("the snapshot stage copies prefilter.source into prefilter.input, but prefilter.source "
+                          "names no database: set prefilter.source.dsn or prefilter.source.dsn_env")
+    target = cfg.input if isinstance(cfg.input, str) else None
+    if target is None or cfg.reads_database or not target.endswith(".jsonl"):
+        raise ConfigError(f"the snapshot stage writes prefilter.input, which must then be one .jsonl path (e.g. "
+                          f"data/snapshot/source.jsonl), got {cfg.input!r}")
+    t0 = time.perf_counter()
+    (source,), display = open_sources(cfg.model_copy(update={"input": None}), Path("."))
+    declared, rows = source.open()
+    with SnapshotWriter(target) as writer:
+        for row in rows:
+            writer.write(row.data or {})
+    metrics = {**writer.summary(), "source": display, "columns": declared,
+               "seconds": round(time.perf_counter() - t0, 3)}
+    jsonl.write_json(metrics_dir / "snapshot.json", metrics)
+    log.info("snapshot: %d row(s) of %s in %s (sha256 %s)", writer.rows, display, target, metrics["sha256"][:12])
+    return metrics
+
+
+class _BlockedSampler:
+    """Up to ``size`` blocked rows for audit, spread across reasons, in input order: the same rows as
+    taking ``size // len(reasons)`` of each reason (at least one) from the whole list, while keeping
+    only the first ``size`` rows of each reason in memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._n = 0
+        self._kept: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+
+    def offer(self, record: dict[str, Any], reason: str) -> None:
+        kept = self._kept.setdefault(reason, [])
+        if len(kept) < self.size:
+            kept.append((self._n, {**record, "reason": reason}))
+        self._n += 1
+
+    def sample(self) -> list[dict[str, Any]]:
+        if not self._kept or self.size <= 0:
+            return []
+        per = max(1, self.size // len(self._kept))
+        merged = sorted((n, row) for rows in self._kept.values() for n, row in rows[:per])
+        return [row for _, row in merged][: self.size]
 
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _nothing_read(cfg: PrefilterConfig, corpus, out: Path) -> str:
-    top = Counter(corpus.quarantine_counts).most_common(3)
-    first = {}
-    for q in corpus.quarantine:
-        first.setdefault(q["reason"], q["detail"])
-    reasons = "; ".join(f"{reason} x{n} (e.g. {first[reason]})" for reason, n in top)
-    columns = ", ".join(repr(c) for c in corpus.columns[:30]) or "none"
-    return (f"{cfg.input}: no record could be read: all {corpus.rows_read} row(s) were quarantined. Top reasons: "
-            f"{reasons}. Columns found: {columns}. Check prefilter.field_map (text is "
+def _nothing_read(cfg: PrefilterConfig, stream, out: Path) -> str:
+    top = stream.quarantine_counts.most_common(3)
+    reasons = "; ".join(f"{reason} x{n} (e.g. {stream.first_detail[reason]})" for reason, n in top)
+    columns = ", ".join(repr(c) for c in stream.columns[:30]) or "none"
+    return (f"{stream.display}: no record could be read: all {stream.rows_read} row(s) were quarantined. Top "
+            f"reasons: {reasons}. Columns found: {columns}. Check prefilter.field_map (text is "
             f"{cfg.field_map['text']!r}) and prefilter.format; every row is in {out / 'quarantine.jsonl'}, "
             "counts in metrics/prefilter.json")
 
@@ -104,21 +188,6 @@ def _nothing_passed(spec: FilterSpec, by_reason: dict[str, int], out: Path) -> s
     return (f"no record passed the prefilter: the prefilter rules in {where} blocked all {n} record(s) "
             f"({_counts(by_reason)}). See a sample per reason in {out / 'blocked_sample.jsonl'}; check that "
             "prefilter.field_map.text names the column with the full text, or loosen those rules")
-
-
-def _sample_per_reason(blocked: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
-    """Up to ``size`` blocked rows for audit, spread across reasons, in input order."""
-    if not blocked or size <= 0:
-        return []
-    reasons = sorted({b["reason"] for b in blocked})
-    per = max(1, size // len(reasons))
-    taken: Counter[str] = Counter()
-    sample = []
-    for b in blocked:
-        if taken[b["reason"]] < per and len(sample) < size:
-            taken[b["reason"]] += 1
-            sample.append(b)
-    return sample
 
 
 # ----------------------------------------------------------------------------- label
