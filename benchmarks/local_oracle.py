@@ -144,13 +144,14 @@ def main() -> None:
         START,
         "## Embedded oracle (llama.cpp) on the demo corpus",
         "",
-        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {load:.2f} when the run ended; llama-cpp-python {llama_cpp.__version__} built with "
-        f"{' '.join(features)}; {args.threads} threads",
-        f"- Date: {time.strftime('%Y-%m-%d')}; command: `.venv/bin/python benchmarks/local_oracle.py "
-        f"--records {args.records} --threads {args.threads}`",
-        f"- Data: the first {len(prompts)} demo records that pass the prefilter, rendered as the label stage renders "
-        f"them (about {raw['prompt_tokens']} prompt tokens each, of which the system prompt and rubric are shared)",
+        (f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+         f"load average {load:.2f} when the run ended; llama-cpp-python {llama_cpp.__version__} built with "
+         f"{' '.join(features)}; {args.threads} threads"),
+        (f"- Date: {time.strftime('%Y-%m-%d')}; command: `.venv/bin/python benchmarks/local_oracle.py "
+         f"--records {args.records} --threads {args.threads}`"),
+        (f"- Data: the first {len(prompts)} demo records that pass the prefilter, rendered as the label stage "
+         f"renders them (about {raw['prompt_tokens']} prompt tokens each, of which the system prompt and rubric "
+         "are shared)"),
         "",
         "| runtime rate | tokens/s |",
         "|---|---:|",
@@ -172,7 +173,7 @@ def main() -> None:
     if args.write:
         text = RESULTS.read_text(encoding="utf-8")
         if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
+            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.DOTALL)
         else:
             text = text.rstrip() + "\n\n" + table + "\n"
         RESULTS.write_text(text, encoding="utf-8")
