@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distill.errors import ConfigError
-from distill.providers import OracleConfig
+from distill.providers import OracleConfig, ProviderConfig
 from distill.providers.base import KeyedConfig
 
 PARAMS_FILE = "params.yaml"
@@ -170,6 +170,22 @@ class PrefilterConfig(Section):
             or self.format in ("postgresql",)
 
 
+class CascadeConfig(Section):
+    """``label.cascade``: a strong oracle (the configured ``oracle``) labels a share of the records, a
+    cheaper one (``bulk``) labels the rest with a few of the strong oracle's answers as worked
+    examples, and the strong oracle re-checks a random share of the cheap answers (records where the
+    two disagree get the strong oracle's answer)."""
+
+    #: the cheaper oracle: a conf/oracle/<name>.yaml name, or a full oracle mapping
+    bulk: OracleConfig | str  # type: ignore[valid-type]
+    #: share of the records the strong oracle labels (chosen by a hash of the id: the same on every run)
+    share: float = Field(default=0.1, gt=0, lt=1)
+    #: the strong oracle's first valid answers shown to the bulk oracle as worked examples
+    examples: int = Field(default=3, ge=0, le=20)
+    #: share of the bulk oracle's answers the strong oracle re-checks
+    check_share: float = Field(default=0.1, ge=0, le=1)
+
+
 class LabelConfig(Section):
     max_words: int = Field(default=800, ge=10)
     #: content attempts per record: re-asks with the validation error fed back
@@ -194,6 +210,8 @@ class LabelConfig(Section):
     #: live panel on a terminal, log lines otherwise (auto), or force one
     progress: Literal["auto", "panel", "log", "off"] = "auto"
     progress_interval_s: float = Field(default=10.0, gt=0)
+    #: a teacher / bulk cascade (null: the configured oracle labels everything)
+    cascade: CascadeConfig | None = None
 
 
 class MergeConfig(Section):
@@ -357,6 +375,24 @@ def load_dotenv(path: str | os.PathLike = ".env") -> None:
         from dotenv import load_dotenv as _load
 
         _load(path, override=False)
+
+
+def named_oracle(name: str, setting: str, config_dir: str | os.PathLike = "conf") -> tuple[ProviderConfig, Path]:
+    """The oracle config ``conf/oracle/<name>.yaml`` describes (composed by Hydra when it uses Hydra's
+    features), validated; ``setting`` names the key that asked for it, for the error messages."""
+    path = Path(config_dir) / "oracle" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (Path(config_dir) / "oracle").glob("*.yaml"))
+        raise ConfigError(f"{setting}={name!r}: {path} not found "
+                          f"(choose one of {', '.join(names) or 'none found'}, or give a full oracle config)")
+    text = path.read_text(encoding="utf-8")
+    if "defaults:" in text or "${" in text:  # Hydra features: let Hydra compose it
+        from distill.params import compose
+
+        raw = compose(Path(config_dir), [f"oracle={name}"])["oracle"]
+    else:
+        raw = yaml.safe_load(text) or {}
+    return _validate(setting, SECTIONS["oracle"], raw), path
 
 
 def check_all(params: dict[str, Any], source: str | os.PathLike = PARAMS_FILE) -> list[str]:

@@ -228,6 +228,12 @@ def label(
     cache = ResponseCache(label_cfg.cache_path)
     events = Events(out / "events.jsonl")
     labeler = build_labeler(spec, oracle_cfg, label_cfg, cache, providers=providers, events=events)
+    cascade = None
+    if label_cfg.cascade is not None:  # a cheaper bulk oracle beside the configured (strong) one
+        from distill.labeling.cascade import build_cascade
+
+        cascade = build_cascade(label_cfg, labeler)
+        providers = [*providers, *cascade.bulk.providers]
     limits = labeler.scheduler.describe()
     names = ", ".join(f"{p.describe()} (weight {w:g})" if len(providers) > 1 else p.describe() for p, w in providers)
     log.info("label: %d records with %s; limits: %s; up to %d attempts and %d transport retries each; "
@@ -242,7 +248,9 @@ def label(
         ticker = asyncio.ensure_future(progress.run())
         try:
             with jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad:
-                async for kind, row in labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency):
+                outcomes = (cascade.run(lambda: jsonl.read_jsonl(input_path), label_cfg.concurrency) if cascade
+                            else labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency))
+                async for kind, row in outcomes:
                     if kind == "valid":
                         good.write(row)
                     elif kind == "invalid":
@@ -256,13 +264,15 @@ def label(
 
     try:
         asyncio.run(run())
+        if cascade is not None and cascade.bulk.stop_reason and not labeler.stop_reason:
+            labeler.stop_reason = cascade.bulk.stop_reason  # the shared budget stopped the bulk oracle
     except TooManyProviderErrors as e:  # the oracle looks down: stop, but say how to resume
         raise DistillError(f"{e}. Answers received so far are cached: rerun the stage to resume; "
                            "only what was not answered is requested again.") from e
     finally:
         cache.close()
         progress.finish()
-        stats = labeler.stats
+        stats = labeler.stats if cascade is None else cascade.combined_stats()
         if labeler.stop_reason:  # the budget stopped it: every record not labelled was skipped
             stats.skipped = total - stats.valid - stats.invalid
         events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
@@ -271,6 +281,8 @@ def label(
                    "stopped": labeler.stop_reason, "seconds": round(time.perf_counter() - t0, 3)}
         if batch_metrics is not None:
             metrics["batch"] = batch_metrics
+        if cascade is not None:
+            metrics["cascade"] = cascade.report()
         jsonl.write_json(metrics_dir / "label.json", metrics)
     if labeler.stop_reason:
         raise DistillError(

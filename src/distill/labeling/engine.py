@@ -164,6 +164,8 @@ class Labeler:
         #: the price each provider is charged at; unknown prices count as free (a budget refuses them)
         self.prices = {id(p): price_for(p.cfg)[0] or Pricing() for p, _ in self.providers}
         self.events = events or Events(None)
+        #: worked examples sent before each prompt (user and assistant turns; see request_prompt)
+        self.examples: list[dict[str, str]] = []
         self._consecutive_errors = 0
         self._down: set[int] = set()  # providers that failed for good in this run
         self.first_error: str | None = None
@@ -218,8 +220,17 @@ class Labeler:
 
     def conversation(self, item: dict[str, Any]) -> Conversation:
         """The record's conversation with the oracle (the engine's, the batch runner's, the estimate's)."""
-        return Conversation(item["messages"], self.validator(item), self.max_attempts,
+        return Conversation(self.request_prompt(item["messages"]), self.validator(item), self.max_attempts,
                             schema=self.spec.schema_for(item))
+
+    def request_prompt(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """What is sent for a record's prompt: the prompt itself, or with :attr:`examples` (worked
+        examples as earlier user and assistant turns, after the system prompt: a cascade's bulk oracle
+        sees a few of the strong oracle's answers). The row keeps the plain prompt: the student reads that."""
+        if not self.examples:
+            return messages
+        head = 1 if messages and messages[0]["role"] == "system" else 0
+        return [*messages[:head], *self.examples, *messages[head:]]
 
     def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> ChatRequest:
         return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema, **self.gen)

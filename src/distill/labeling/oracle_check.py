@@ -24,10 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distill import jsonl
-from distill.config import SECTIONS, LabelConfig, OracleCheckConfig, _validate, read_params, section
+from distill.config import LabelConfig, OracleCheckConfig, _validate, named_oracle, read_params, section
 from distill.errors import ConfigError, DistillError, InputError
 from distill.filterspec import FilterSpec, load_filter_at
 from distill.labeling.budget import Budget
@@ -76,21 +74,7 @@ def second_oracle(
         cfg = first.model_copy(update={"temperature": SECOND_TEMPERATURE, "seed": seed})
         how = f"the configured oracle again with temperature {SECOND_TEMPERATURE:g} and seed {seed}"
     elif isinstance(second, str):
-        path = Path(config_dir) / "oracle" / f"{second}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in (Path(config_dir) / "oracle").glob("*.yaml"))
-            raise ConfigError(
-                f"oracle_check.second={second!r}: {path} not found "
-                f"(choose one of {', '.join(names) or 'none found'}, or give a full oracle config)"
-            )
-        text = path.read_text(encoding="utf-8")
-        if "defaults:" in text or "${" in text:  # Hydra features: let Hydra compose it
-            from distill.params import compose
-
-            raw = compose(Path(config_dir), [f"oracle={second}"])["oracle"]
-        else:
-            raw = yaml.safe_load(text) or {}
-        cfg = _validate("oracle_check.second", SECTIONS["oracle"], raw)
+        cfg, path = named_oracle(second, "oracle_check.second", config_dir)
         how = f"{path}"
     else:
         cfg = second

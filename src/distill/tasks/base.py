@@ -125,6 +125,11 @@ class Task(Strict):
         (and as the student learns it), plus what the project computes from it."""
         raise NotImplementedError
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """Whether two oracles' labelled rows for one record agree (a cascade's check compares the bulk
+        oracle's row with the strong oracle's): the same answer, by default."""
+        return a["label"] == b["label"]
+
     def strata(self) -> list[str]:
         """The values :meth:`stratum` can take, in report order ([] for a kind that is not stratified)."""
         return []

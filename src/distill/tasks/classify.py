@@ -77,6 +77,9 @@ class ClassifyTask(Task):
     def labelled(self, answer: dict[str, Any], record: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"label": answer, "labels": self.chosen(answer)}
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return set(a["labels"]) == set(b["labels"])
+
     def strata(self) -> list[str]:
         return self.label_names
 

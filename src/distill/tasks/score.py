@@ -168,6 +168,11 @@ class ScoreTask(Task):
                 return tier.name
         return self.tiers[-1].name  # unreachable: the last tier starts at 0
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """The same tier: what the student is judged on (dimension scores differ by a point or two
+        between two runs of one oracle)."""
+        return a["tier"] == b["tier"]
+
     def strata(self) -> list[str]:
         return self.tier_names
 
