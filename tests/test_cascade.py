@@ -110,3 +110,36 @@ def test_the_cascade_splits_the_work_checks_the_bulk_oracle_and_relabels_its_mis
         assert strong_srv.count == len(strong_seen) and bulk_srv.count == len(bulk_bodies)
         assert again["requests"] == 0 and again["cascade"]["relabelled"] == relabelled
         assert list(jsonl.read_jsonl(tmp_path / "labels" / "labels.jsonl")) == out
+
+
+def test_the_estimate_prices_the_cascade_against_the_strong_oracle_alone(tmp_path, monkeypatch):
+    """Nothing cached: the strong oracle alone is its online cost for every record; the cascade is the
+    strong oracle on its share and the checks, plus the bulk oracle on the rest with its worked examples."""
+    from distill.labeling.estimate import estimate, format_estimate
+    from distill.params import compose
+
+    params = compose(ROOT / "conf", ["oracle=openai", "filter=news_topic"])
+    strong_price = {"input_per_mtok": 10.0, "output_per_mtok": 30.0, "batch_discount": 0.5}
+    params["oracle"].update({"model": "strong-model", "price": strong_price})
+    bulk = {**params["oracle"], "model": "bulk-model",
+            "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.3, "batch_discount": 0.5}}
+    params["label"].update({"cache_path": str(tmp_path / "cache.sqlite"), "output_dir": str(tmp_path / "labels"),
+                            "cascade": {"bulk": bulk, "share": 0.2, "examples": 2, "check_share": 0.25}})
+    params["filter"]["root"] = str(ROOT / "filters")
+    jsonl.write_jsonl(tmp_path / "passed.jsonl", records())
+    monkeypatch.chdir(tmp_path)
+
+    est = estimate(params, tmp_path / "passed.jsonl")
+    c = est["cascade"]
+    strong_alone = est["total"]["cost_usd"]["online"]
+    assert c["strong_alone_usd"] == strong_alone and strong_alone > 0
+    bulk_only = estimate({**params, "oracle": bulk, "label": {**params["label"], "cascade": None}},
+                         tmp_path / "passed.jsonl")
+    assert c["bulk_alone_usd"] == bulk_only["total"]["cost_usd"]["online"]
+    # by hand: the strong oracle on 0.2 + 0.8 x 0.25 = 40% of the records; the bulk oracle on 80%, each
+    # request 2 examples longer (a prompt and an answer at the strong oracle's mean tokens), at $0.1/M
+    per_request = (est["total"]["input_tokens"] + est["total"]["output_tokens"]) / est["total"]["requests"]
+    extra = 2 * per_request * bulk_only["total"]["requests"] * 0.1 / 1e6
+    assert c["cascade_usd"] == pytest.approx(strong_alone * 0.4 + (c["bulk_alone_usd"] + extra) * 0.8, abs=2e-6)
+    assert c["saving_usd"] == pytest.approx(strong_alone - c["cascade_usd"], abs=2e-6) and c["saving_usd"] > 0
+    assert "cascade with openai:bulk-model" in format_estimate(est)
