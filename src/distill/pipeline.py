@@ -394,31 +394,56 @@ def read_reviews(path: str | Path, spec: FilterSpec) -> dict[tuple[str, str], di
 
 # ----------------------------------------------------------------------------- split
 def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
-          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+          metrics_dir: Path = METRICS_DIR, dedup: DedupConfig | None = None) -> dict[str, Any]:
+    """Seeded stratified split. Near-duplicate texts (``split.leakage.threshold``, with ``dedup.minhash``'s
+    shingles) form clusters, and a cluster goes to one split; the pairs that still straddle splits are
+    counted in the metrics (``near_duplicate_leaks``), and fail the stage with ``on_violation: fail``."""
+    from distill.dedup.clusters import components, cross_split, near_pairs
     from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
     if len(rows) < 3:
         raise InputError(f"{input_path}: only {len(rows)} labelled example(s); a split needs at least 3")
+    mh, lk = (dedup or DedupConfig()).minhash, cfg.leakage
+    pairs = near_pairs([r["text"] for r in rows], lk.threshold, mh.shingle_words, mh.num_perm, mh.seed, mh.backend)
+    cluster = components(len(rows), pairs)
+    groups = {r["id"]: rows[c]["id"] for r, c in zip(rows, cluster)} if lk.group_clusters else None
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum)
+    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum, groups)
     report = balance_report(parts, spec.strata(), cfg.balance.min_share, cfg.balance.max_share, spec.stratum,
                             spec.STRATUM)
     chats = {s: [to_chat(r, spec) for r in parts[s]] for s in SPLITS}
     leaks = leakage(chats)
+    where = {r["id"]: s for s in SPLITS for r in parts[s]}
+    near = cross_split(pairs, [where[r["id"]] for r in rows], [r["id"] for r in rows])
+    sizes = Counter(cluster)
+    near.update({"threshold": lk.threshold, "group_clusters": lk.group_clusters, "similar_pairs": len(pairs),
+                 "clusters": sum(1 for n in sizes.values() if n > 1),
+                 "records_in_clusters": sum(n for n in sizes.values() if n > 1)})
     for v in report["violations"]:
         log.warning("split: balance: %s", v)
     if report["violations"] and cfg.balance.on_violation == "fail":
         raise ConfigError(f"{spec.STRATUM} balance out of bounds: " + "; ".join(report["violations"])
                           + " (relax split.balance or set split.balance.on_violation=warn)")
-    out = Path(cfg.output_dir)
-    for s in SPLITS:
-        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed,
                f"{spec.STRATUM}_counts": report["counts"], f"{spec.STRATUM}_shares": report["shares"],
-               "balance_violations": report["violations"], "leaked_prompts": leaks}
+               "balance_violations": report["violations"], "leaked_prompts": leaks, "near_duplicate_leaks": near}
+    out = Path(cfg.output_dir)
+    if near["pairs"]:
+        message = (f"{near['pairs']} near-duplicate pair(s) (word-shingle Jaccard >= {lk.threshold}) straddle "
+                   f"splits {near['by_splits']}, e.g. {near['examples'][0]['ids']}")
+        if lk.on_violation == "fail":
+            jsonl.write_json(metrics_dir / "split.json", metrics)  # written first, for the user to look at
+            for s in SPLITS:
+                (out / f"{s}.jsonl").unlink(missing_ok=True)
+            raise ConfigError(f"{message}: set split.leakage.group_clusters=true to keep each cluster in one "
+                              "split, or split.leakage.on_violation=warn to accept them")
+        log.warning("split: leakage: %s", message)
+    for s in SPLITS:
+        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     jsonl.write_json(metrics_dir / "split.json", metrics)
-    log.info("split: %s", metrics["sizes"])
+    log.info("split: %s; %d near-duplicate cluster(s) of %d records kept whole", metrics["sizes"], near["clusters"],
+             near["records_in_clusters"])
     return metrics
 
 
