@@ -68,7 +68,6 @@ class Deduper:
         self._exact: dict[str, int] = {}
         mh = cfg.minhash
         self._index = MinHashIndex(mh.threshold, mh.num_perm, mh.seed, mh.backend) if mh.enabled else None
-        self._sigs: dict[int, Any] = {}
         self._embed = embedder
         self._cosine = None
         if cfg.semantic.enabled:
@@ -113,8 +112,10 @@ class Deduper:
             exact = jaccard(sh, shingles(self._texts.get(key), self.cfg.minhash.shingle_words))
             if exact >= self.cfg.minhash.threshold and (best is None or exact > best[1]["jaccard"]
                                                         or (exact == best[1]["jaccard"] and key < best[0])):
-                best = (key, {"similarity": round(exact, 4), "jaccard": round(exact, 4),
-                              "jaccard_estimate": round(self._index.estimate(sig, self._sigs[key]), 4)})
+                best = (key, {"similarity": round(exact, 4), "jaccard": round(exact, 4)})
+        if best is not None:  # the kept record's signature, made again from its text (none is kept in memory)
+            kept_sig = self._index.signature(shingles(self._texts.get(best[0]), self.cfg.minhash.shingle_words))
+            best[1]["jaccard_estimate"] = round(self._index.estimate(sig, kept_sig), 4)
         return best
 
     def _keep(self, record: dict[str, Any], text: str, h: str, sig: Any) -> int:
@@ -124,7 +125,6 @@ class Deduper:
             self._exact[h] = key
         if sig is not None:
             self._index.insert(key, sig)
-            self._sigs[key] = sig
         return key
 
     def _semantic(self, records, out, kept_here: list[tuple[int, int]]) -> None:
@@ -157,9 +157,8 @@ class Deduper:
         """Undo :meth:`_keep` for a record the semantic pass removed (its text stays spilled, unused)."""
         if self._exact.get(h) == key:
             del self._exact[h]
-        if key in self._sigs:
+        if self._index is not None:
             self._index.remove(key)
-            del self._sigs[key]
 
     def _drop(self, record, text: str, key: int, method: str, figures: dict[str, float], h: str) -> dict[str, Any]:
         kept_text = self._texts.get(key)
