@@ -219,3 +219,20 @@ def test_trl_sft_reads_the_chat_exports(tmp_path, split_dir, spec, fmt):
     assert json.loads(answer)["reasoning"] == "because t1"
     trainer.train()  # one step through trl's collator and the model: the examples are trainable as written
     assert trainer.state.global_step == 1
+
+
+def test_the_readme_export_stage_block_declares_what_export_writes(tmp_path, split_dir, spec):
+    """The README's stage block (for users who want DVC to track exports) names every folder the
+    command writes, and its command runs."""
+    import re
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = yaml.safe_load(re.search(r"<!-- export-stage:start -->\n```yaml\n(.*?)```", readme, re.DOTALL).group(1))
+    stage = block["export"]
+    assert stage["cmd"] == "distill export --output data/export"
+    src, _ = split_dir
+    summary = export_split(src, tmp_path / "data/export", spec, list(FORMATS))
+    assert sorted(stage["outs"]) == sorted(f"data/export/{fmt}" for fmt in summary["written"])
+    assert {f"${{split.output_dir}}/{s}.jsonl" for s in ("train", "val", "test")} <= set(stage["deps"])
