@@ -26,8 +26,8 @@ from typing import Any
 
 from distill.config import DedupConfig
 from distill.dedup.explain import explanation, trim
-from distill.dedup.minhash import MinHashIndex, jaccard, shingles
-from distill.merge import text_hash
+from distill.dedup.minhash import MinHashIndex, jaccard, shingles, shingles_of_normalised
+from distill.merge import normalise, normalised_hash, text_hash
 
 METHODS = ("exact", "minhash", "semantic")
 
@@ -66,6 +66,7 @@ class Deduper:
         self._ids: list[str] = []
         self._texts = _SpilledTexts()
         self._exact: dict[str, int] = {}
+        self._recent: dict[int, set[str]] = {}
         mh = cfg.minhash
         self._index = MinHashIndex(mh.threshold, mh.num_perm, mh.seed, mh.backend) if mh.enabled else None
         self._embed = embedder
@@ -85,13 +86,14 @@ class Deduper:
         kept_here: list[tuple[int, int]] = []  # (position in batch, key)
         for pos, record in enumerate(records):
             text = self.text_of(record)
-            h = text_hash(text)
+            norm = normalise(text)
+            h = normalised_hash(norm)
             if self.cfg.exact and h in self._exact:
                 out[pos] = self._drop(record, text, self._exact[h], "exact", {"similarity": 1.0}, h)
                 continue
             sh = sig = None
             if self._index is not None:
-                sh = shingles(text, self.cfg.minhash.shingle_words)
+                sh = shingles_of_normalised(norm, self.cfg.minhash.shingle_words)
                 sig = self._index.signature(sh)
                 match = self._near(sh, sig)
                 if match is not None:
@@ -106,15 +108,26 @@ class Deduper:
             self.counts[m] += 1
         return out
 
+    def _kept_shingles(self, key: int) -> set[str]:
+        """A kept record's shingles, made again from its spilled text; the last few hundred are cached
+        (a text with many copies is a candidate for each of them)."""
+        cached = self._recent.pop(key, None)
+        if cached is None:
+            cached = shingles(self._texts.get(key), self.cfg.minhash.shingle_words)
+        self._recent[key] = cached  # most recently used last
+        if len(self._recent) > 256:
+            del self._recent[next(iter(self._recent))]
+        return cached
+
     def _near(self, sh: set[str], sig: Any) -> tuple[int, dict[str, float]] | None:
         best = None
         for key in self._index.query(sig):
-            exact = jaccard(sh, shingles(self._texts.get(key), self.cfg.minhash.shingle_words))
+            exact = jaccard(sh, self._kept_shingles(key))
             if exact >= self.cfg.minhash.threshold and (best is None or exact > best[1]["jaccard"]
                                                         or (exact == best[1]["jaccard"] and key < best[0])):
                 best = (key, {"similarity": round(exact, 4), "jaccard": round(exact, 4)})
         if best is not None:  # the kept record's signature, made again from its text (none is kept in memory)
-            kept_sig = self._index.signature(shingles(self._texts.get(best[0]), self.cfg.minhash.shingle_words))
+            kept_sig = self._index.signature(self._kept_shingles(best[0]))
             best[1]["jaccard_estimate"] = round(self._index.estimate(sig, kept_sig), 4)
         return best
 

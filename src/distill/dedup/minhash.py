@@ -17,7 +17,12 @@ from distill.merge import normalise
 
 def shingles(text: str, k: int) -> set[str]:
     """The set of ``k``-word shingles of the normalised text (one shingle when it has fewer words)."""
-    words = normalise(text).split()
+    return shingles_of_normalised(normalise(text), k)
+
+
+def shingles_of_normalised(norm: str, k: int) -> set[str]:
+    """:func:`shingles` of a text already normalised (:func:`distill.merge.normalise`)."""
+    words = norm.split()
     if len(words) <= k:
         return {" ".join(words)} if words else set()
     return {" ".join(words[i : i + k]) for i in range(len(words) - k + 1)}
