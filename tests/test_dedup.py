@@ -228,3 +228,17 @@ def test_semantic_dedup_with_the_packaged_minilm_offline(monkeypatch):
     assert jaccard(shingles(rows[0]["text"], 5), shingles(rows[1]["text"], 5)) < 0.1  # MinHash cannot see it
     assert out[0][1] is None and out[2][1] is None
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_dupes_show_reads_the_merge_file_too(tmp_path, monkeypatch):
+    spec = pipeline.filter_spec(_ref())
+    jsonl.write_jsonl(tmp_path / "labels.jsonl", [_label_row("k", BASE, spec), _label_row("r", SWAPPED, spec)])
+    merge_cfg = MergeConfig(extra_dir="none", reviews="none.jsonl", output_dir="merged")
+    monkeypatch.chdir(tmp_path)
+    pipeline.merge(merge_cfg, spec, "labels.jsonl", metrics_dir=tmp_path)
+    (tmp_path / "params.yaml").write_text(json.dumps({
+        "prefilter": {"input": "corpus.jsonl", "output_dir": "pre"}, "merge": {"output_dir": "merged"}}))
+    res = CliRunner().invoke(main, ["dupes", "show", "r"])
+    assert res.exit_code == 0, res.output
+    assert "r duplicates k (minhash: jaccard 0.836" in res.output and "merged/duplicates.jsonl" in res.output
+    assert "shared (30 words): w0 w1" in res.output and "zzz" in res.output
