@@ -242,3 +242,25 @@ def test_dupes_show_reads_the_merge_file_too(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "r duplicates k (minhash: jaccard 0.836" in res.output and "merged/duplicates.jsonl" in res.output
     assert "shared (30 words): w0 w1" in res.output and "zzz" in res.output
+
+
+def test_the_quick_shared_span_is_as_long_as_difflibs_exact_one(bbc_records):
+    """The run-of-windows shortcut must find a span as long as the quadratic exact search does."""
+    import random
+    from difflib import SequenceMatcher
+
+    from distill.dedup.explain import _word
+
+    rng = random.Random(0)
+    texts = [r["text"] for r in bbc_records[:60]]
+    for text in texts:
+        words = text.split()
+        for _ in range(3):  # a few random insertions, deletions and swaps: a near duplicate
+            i = rng.randrange(len(words))
+            words = words[:i] + ["inserted"] + words[i + 1 :] if rng.random() < 0.5 else words[:i] + words[i + 2 :]
+        for other in (" ".join(words), rng.choice(texts)):  # a near duplicate, and an unrelated article
+            a, b = [_word(w) for w in text.split()], [_word(w) for w in other.split()]
+            exact = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+            span, n = longest_shared_span(text, other)
+            assert n == exact and len(span.split()) == n
+            assert " ".join(_word(w) for w in span.split()) in " ".join(b)

@@ -8,6 +8,7 @@ case and punctuation do not break it) and returned from the removed record's own
 from __future__ import annotations
 
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Any
 
 from distill.merge import normalise
@@ -16,14 +17,42 @@ from distill.merge import normalise
 MAX_WORDS = 4000
 
 
-def longest_shared_span(text: str, other: str) -> tuple[str, int]:
+def longest_shared_span(text: str, other: str, k: int = 5) -> tuple[str, int]:
     """(the longest run of consecutive words ``text`` shares with ``other``, as written in ``text``;
-    its length in words)."""
+    its length in words).
+
+    Near duplicates share long runs, so the quick way is tried first: a shared span of L >= k words is
+    a run of L - k + 1 consecutive ``k``-word windows of ``text`` that all occur in ``other``. The longest
+    such runs are checked to occur whole in ``other`` (one that does is the answer, since no shared span
+    can be longer than the longest run); otherwise difflib's exact search (quadratic) decides."""
     words, other_words = text.split()[:MAX_WORDS], other.split()[:MAX_WORDS]
-    a = [normalise(w) for w in words]
-    b = [normalise(w) for w in other_words]
+    a = [_word(w) for w in words]
+    b = [_word(w) for w in other_words]
+    if len(a) >= k and len(b) >= k:
+        windows = {tuple(b[i : i + k]) for i in range(len(b) - k + 1)}
+        runs, start = [], None
+        for i in range(len(a) - k + 1):
+            if tuple(a[i : i + k]) in windows:
+                start = i if start is None else start
+            elif start is not None:
+                runs.append((start, i - 1))
+                start = None
+        if start is not None:
+            runs.append((start, len(a) - k))
+        haystack = "\x00" + "\x00".join(b) + "\x00"
+        longest = max((last - first for first, last in runs), default=-1)
+        for first, last in runs:  # only runs of the greatest length: a shorter one proves nothing
+            n = last - first + k
+            if last - first == longest and "\x00" + "\x00".join(a[first : first + n]) + "\x00" in haystack:
+                return " ".join(words[first : first + n]), n
     match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
     return " ".join(words[match.a : match.a + match.size]), match.size
+
+
+@lru_cache(maxsize=1 << 16)
+def _word(word: str) -> str:
+    """One word normalised (a corpus repeats its words: cached)."""
+    return normalise(word)
 
 
 def trim(text: str, limit: int) -> str:
