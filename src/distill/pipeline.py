@@ -3,6 +3,9 @@
 The scripts in ``stages/`` only read ``params.yaml`` and call these, so every stage can be run and
 tested without DVC or Hydra. Output locations come from the config (``output_dir`` of each section),
 and ``dvc.yaml`` interpolates the same params, so paths are written down once.
+
+Over 400 lines on purpose: one short function per stage, so every stage's inputs, outputs and metrics
+(the data contract) read in one place; the work itself lives in the modules each function calls.
 """
 
 from __future__ import annotations
