@@ -264,3 +264,21 @@ def test_the_quick_shared_span_is_as_long_as_difflibs_exact_one(bbc_records):
             span, n = longest_shared_span(text, other)
             assert n == exact and len(span.split()) == n
             assert " ".join(_word(w) for w in span.split()) in " ".join(b)
+
+
+def test_semantic_compares_across_chunks_and_batches(monkeypatch):
+    """Survivors are embedded a chunk at a time; a record still meets the ones kept in earlier chunks."""
+    import numpy as np
+
+    import distill.dedup as dedup_module
+
+    monkeypatch.setattr(dedup_module, "SEMANTIC_CHUNK", 2)
+    vectors = {"t0": [1, 0, 0], "t1": [0, 1, 0], "t2": [0, 0, 1], "t3": [0.6, 0.8, 0], "t4": [0.99, 0.141, 0]}
+
+    def embed(texts):
+        v = np.array([vectors[t] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    d = Deduper(DedupConfig.model_validate({"semantic": {"enabled": True, "threshold": 0.95}}), embedder=embed)
+    out = d.batch([{"id": t, "text": t} for t in vectors])   # chunks: (t0, t1), (t2, t3), (t4)
+    assert [o and (o["duplicate_of"], o["cosine"]) for o in out] == [None, None, None, None, ("t0", 0.99)]

@@ -353,7 +353,7 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
                     strata[spec.stratum(row)] += 1
                 else:
                     dupes.write({**dup, "label_file": row["label_file"], "title": row.get("title"),
-                                 "text": row["text"]})
+                                 "text": row["text"], "label": row.get("label")})
                     dropped += 1
         finally:
             deduper.close()

@@ -30,6 +30,8 @@ from distill.dedup.minhash import MinHashIndex, jaccard, shingles, shingles_of_n
 from distill.merge import normalise, normalised_hash, text_hash
 
 METHODS = ("exact", "minhash", "semantic")
+#: survivors embedded and compared together by the semantic pass
+SEMANTIC_CHUNK = 1024
 
 
 class _SpilledTexts:
@@ -141,21 +143,27 @@ class Deduper:
         return key
 
     def _semantic(self, records, out, kept_here: list[tuple[int, int]]) -> None:
-        """Embed this batch's survivors; one is removed when a record kept before it (in earlier batches
-        or earlier in this one) is at least ``dedup.semantic.threshold`` similar."""
+        """Embed this batch's survivors, ``SEMANTIC_CHUNK`` at a time (memory: a chunk's square of
+        similarities); one is removed when a record kept before it (in an earlier batch or chunk, or
+        earlier in this chunk) is at least ``dedup.semantic.threshold`` similar."""
+        for start in range(0, len(kept_here), SEMANTIC_CHUNK):
+            self._semantic_chunk(records, out, kept_here[start : start + SEMANTIC_CHUNK])
+
+    def _semantic_chunk(self, records, out, chunk: list[tuple[int, int]]) -> None:
         import numpy as np
 
-        vectors = self._embed([self.text_of(records[pos]) for pos, _ in kept_here])
+        vectors = self._embed([self.text_of(records[pos]) for pos, _ in chunk])
         prev_key, prev_sim = self._cosine.best(vectors)
         within = vectors @ vectors.T
         keep_rows: list[int] = []
         threshold = self.cfg.semantic.threshold
-        for i, (pos, key) in enumerate(kept_here):
+        for i, (pos, key) in enumerate(chunk):
             best_key, best_sim = int(prev_key[i]), float(prev_sim[i])
             if keep_rows:
-                j = max(keep_rows, key=lambda r: within[i, r])
+                rows = np.asarray(keep_rows)
+                j = int(rows[within[i, rows].argmax()])
                 if within[i, j] > best_sim:
-                    best_key, best_sim = kept_here[j][1], float(within[i, j])
+                    best_key, best_sim = chunk[j][1], float(within[i, j])
             if best_key >= 0 and best_sim >= threshold:
                 text = self.text_of(records[pos])
                 out[pos] = self._drop(records[pos], text, best_key, "semantic",
@@ -163,8 +171,7 @@ class Deduper:
                 self._forget(key, text_hash(text))
             else:
                 keep_rows.append(i)
-        self._cosine.add_many([kept_here[i][1] for i in keep_rows], vectors[np.asarray(keep_rows, dtype=np.int64)]
-                              if keep_rows else vectors[:0])
+        self._cosine.add_many([chunk[i][1] for i in keep_rows], vectors[np.asarray(keep_rows, dtype=np.int64)])
 
     def _forget(self, key: int, h: str) -> None:
         """Undo :meth:`_keep` for a record the semantic pass removed (its text stays spilled, unused)."""
