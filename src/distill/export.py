@@ -136,6 +136,9 @@ def write_json(folder: Path, parts, spec) -> list[str]:
 
 def _datasets(parts, spec):
     from datasets import Dataset, DatasetDict, Features, Value
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # the command prints what it wrote; no bars per split
 
     features = Features({"id": Value("string"), spec.STRATUM: Value("string"),
                          "messages": [{"role": Value("string"), "content": Value("string")}]})
