@@ -67,7 +67,8 @@ def _label(tmp_path: Path, oracle: FakeOpenAI, policy: str) -> tuple[list[dict],
 
 
 GSM8K_WORKING = {  # the text before "####" of GSM8K's answers to q1 and q3
-    "q1": "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric is 2+1=<<2+1=3>>3 bolts of fabric",
+    "q1": ("It takes 2/2=<<2/2=1>>1 bolt of white fiber\n"
+           "So the total amount of fabric is 2+1=<<2+1=3>>3 bolts of fabric"),
     "q3": "He sprints 3*3=<<3*3=9>>9 times\nSo he runs 9*60=<<9*60=540>>540 meters",
 }
 
