@@ -222,3 +222,17 @@ def test_a_student_is_told_the_comparison_and_the_sklearn_baseline_points_to_lor
     row = {"id": "a", "messages": [{"role": "user", "content": "x"}], "answer_text": "1"}
     with pytest.raises(ConfigError, match=re.escape("use student=lora")):
         train_student(SklearnStudent(kind="sklearn"), [row], [], SPEC, tmp_path / "m")
+
+
+def test_distill_oracle_check_prints_the_answer_agreement():
+    from distill.labeling.oracle_check import format_agreement
+
+    passes = {"requests": 3, "cache_hits": 1}
+    result = {**SPEC.agreement({"a": _truth("a", "18"), "b": _truth("b", "7")},
+                               {"a": _truth("a", "$18"), "b": _truth("b", "8")}, ["a", "b"]),
+              "sampled": 2, "cost_usd": 0.0, "passes": {"first": passes, "second": passes},
+              "oracles": {k: {"oracle": "openai:m", "temperature": t, "seed": s}
+                          for k, t, s in (("first", 0.0, 0), ("second", 0.7, 1))}}
+    lines = format_agreement(result).splitlines()
+    assert lines[0] == "oracle vs oracle on 2 of 2 sampled items (both valid)"
+    assert "answer_agreement" in lines[5] and lines[5].split()[-1] == "0.5"
