@@ -31,9 +31,9 @@ EXTRACT = ExtractTask.model_validate({**COMMON, "kind": "extract", "entity_types
 
 #: (animal, legs, what the oracle says): it is wrong about spiders
 ANIMALS = [("cat", 4, 4), ("bird", 2, 2), ("spider", 8, 6), ("snake", 0, 0)]
-#: the snake questions bring their own schema: an integer answer
-INTEGER = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
-           "additionalProperties": False}
+#: the snake questions bring their own schema: one of five digits
+DIGITS = {"type": "object", "properties": {"answer": {"enum": ["0", "2", "4", "6", "8"]}}, "required": ["answer"],
+          "additionalProperties": False}
 #: (story, golden entities, what the oracle leaves out): it misses Leeds
 STORIES = [
     ("Tony Blair met BBC staff in Leeds.", {"person": ["Tony Blair"], "organisation": ["BBC"], "place": ["Leeds"]},
@@ -55,11 +55,11 @@ def _answer_rows(start: int, n: int) -> list[dict]:
     rows = []
     for i in range(start, start + n):
         animal, legs, said = ANIMALS[i % 4]
-        record = {"id": f"q{i}", "title": "", "text": f"Question {i}: how many legs does a {animal} have?",
+        record = {"id": f"q{i}", "title": "", "text": f"Question {i}: {animal} {animal} {animal}. How many legs?",
                   "metadata": {}, "gold": f"#### {legs}"}
         if animal == "snake":
-            record["answer_schema"] = INTEGER
-        rows.append(_row(ANSWER, record, {"answer": said if animal == "snake" else str(said)}))
+            record["answer_schema"] = DIGITS
+        rows.append(_row(ANSWER, record, {"answer": str(said)}))
     return rows
 
 
@@ -68,7 +68,7 @@ def _extract_rows(start: int, n: int) -> list[dict]:
     for i in range(start, start + n):
         story, gold, missed = STORIES[i % 4]
         entities = [{"type": t, "text": x} for t, texts in gold.items() for x in texts if x != missed]
-        record = {"id": f"s{i}", "title": "", "text": f"Report {i}. {story}", "metadata": {}, "gold": gold}
+        record = {"id": f"s{i}", "title": "", "text": f"Report {i}. {story} {story}", "metadata": {}, "gold": gold}
         rows.append(_row(EXTRACT, record, {"entities": entities}))
     return rows
 
@@ -118,7 +118,7 @@ def _share(flags: list[bool]) -> float:
 
 def test_a_lora_student_answers_questions_and_is_scored_against_gold_and_the_oracle(tiny_base, tmp_path):
     test = _answer_rows(100, 8)
-    ev = _train_and_evaluate(ANSWER, tiny_base, _answer_rows(0, 8), test, tmp_path)
+    ev = _train_and_evaluate(ANSWER, tiny_base, _answer_rows(0, 16), test, tmp_path)
     predictions = list(jsonl.read_jsonl(tmp_path / "eval" / "predictions.jsonl"))
     assert [p["id"] for p in predictions] == [r["id"] for r in test]
 
@@ -135,16 +135,17 @@ def test_a_lora_student_answers_questions_and_is_scored_against_gold_and_the_ora
     assert ev["gold"]["student_vs_gold"]["accuracy"] == _share([s == t for s, t in zip(said, truth)])
     assert ev["gold"]["student_vs_oracle"]["accuracy"] == ev["accuracy"]
     assert ev["gold"]["oracle_vs_gold"]["accuracy"] == 0.75  # wrong about the two spiders
-    # the snake questions were checked against their own schema (an integer): a string default would fail them
-    snakes = [p for p, r in zip(predictions, test) if "answer_schema" in r]
-    assert len(snakes) == 2 and all(p["answer"] is None or isinstance(p["answer"]["answer"], int) for p in snakes)
+    # the snake questions were checked against their own schema: only one of its five digits is valid there
+    snakes = [p for p, r in zip(predictions, test) if r.get("answer_schema") == DIGITS]
+    assert len(snakes) == 2 and all(p["answer"] is None or p["answer"]["answer"] in DIGITS["properties"]["answer"]
+                                    ["enum"] for p in snakes)
     # it learns the oracle, mistakes included
     assert ev["accuracy"] >= 0.75, [p["raw"] for p in predictions]
 
 
 def test_a_lora_student_extracts_entities_and_is_scored_against_gold_and_the_oracle(tiny_base, tmp_path):
     test = _extract_rows(100, 8)
-    ev = _train_and_evaluate(EXTRACT, tiny_base, _extract_rows(0, 8), test, tmp_path)
+    ev = _train_and_evaluate(EXTRACT, tiny_base, _extract_rows(0, 16), test, tmp_path)
     predictions = list(jsonl.read_jsonl(tmp_path / "eval" / "predictions.jsonl"))
     assert [p["id"] for p in predictions] == [r["id"] for r in test]
 

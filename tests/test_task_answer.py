@@ -236,3 +236,21 @@ def test_distill_oracle_check_prints_the_answer_agreement():
     lines = format_agreement(result).splitlines()
     assert lines[0] == "oracle vs oracle on 2 of 2 sampled items (both valid)"
     assert "answer_agreement" in lines[5] and lines[5].split()[-1] == "0.5"
+
+
+def test_the_lora_student_is_given_each_records_own_schema(monkeypatch):
+    """predict hands the LoRA child one schema per example where records bring their own (and the task's
+    schema object itself where none does)."""
+    from distill import students
+
+    seen = {}
+    monkeypatch.setattr(students, "read_manifest", lambda model_dir: {"kind": "lora"})
+    monkeypatch.setattr(students, "_in_torch_child", lambda target, doing, **kw: seen.update(kw) or [])
+    own = {"type": "object", "properties": {"answer": {"enum": ["0", "2"]}}, "required": ["answer"]}
+    rows = [{"id": "a", "messages": []}, {"id": "b", "messages": [], "answer_schema": own}]
+    students.predict("m", rows, SPEC)
+    assert seen["schema"][0] is SPEC.json_schema
+    assert seen["schema"][1]["properties"] == {"reasoning": SPEC.json_schema["properties"]["reasoning"], **own[
+        "properties"]}
+    students.predict("m", rows[:1], SPEC)
+    assert seen["schema"] is SPEC.json_schema  # one schema for all: not a list
