@@ -172,3 +172,17 @@ def test_a_classification_gets_the_same_gold_treatment():
     assert gold["student_vs_gold"]["accuracy"] == 0.3333  # a
     assert gold["student_vs_oracle"]["accuracy"] == 0.6667  # a, b
     assert gold["oracle_vs_gold"]["accuracy"] == 0.6667  # a, c
+
+
+def test_keep_gold_leaves_a_row_whose_schema_has_no_place_for_the_gold(tmp_path):
+    """A record's own schema without the compared field: nothing to put the gold in, so the oracle's
+    answer stays, and is counted as mismatched, not replaced."""
+    own = {"type": "object", "properties": {"total": {"type": "string"}}, "required": ["total"]}
+    row = {"id": "q", "answer_schema": own, "label": {"reasoning": "r", "total": "4"},
+           **SPEC.labelled({"reasoning": "r", "total": "4"}, {"answer_schema": own}), "gold": "#### 3"}
+    row["gold_agrees"] = SPEC.gold_agrees(row, row["gold"])
+    assert row["gold_agrees"] is False and row["answer_text"] == "4"  # the only field but reasoning is compared
+    apart: list[dict] = []
+    policy = GoldPolicy(SPEC, "keep_gold")
+    assert policy.apply(row, apart.append) is row
+    assert apart[0]["gold_label"] is None and policy.counts == {"mismatched": 1}

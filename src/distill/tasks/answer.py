@@ -92,17 +92,12 @@ class AnswerTask(Task):
         own = record.get("answer_schema")
         if own is None:
             return self.json_schema
-        if isinstance(own, str):
-            try:
-                own = json.loads(own)
-            except json.JSONDecodeError as e:
-                raise InputError(f"record {record.get('id')!r}: answer_schema is not JSON ({e.msg} at column "
-                                 f"{e.colno}); fix that column, or unmap prefilter.field_map.answer_schema") from None
-        problem = schema_issue(own, self.reasoning)
+        text = own if isinstance(own, str) else json.dumps(own)
+        schema, problem = _own_schema(text, self.reasoning_max_chars if self.reasoning else 0)
         if problem:
             raise InputError(f"record {record.get('id')!r}: answer_schema {problem}; fix that column, or unmap "
                              "prefilter.field_map.answer_schema")
-        return _with_reasoning(json.dumps(own), self.reasoning_max_chars if self.reasoning else 0)
+        return schema
 
     def template_values(self, record: dict[str, Any]) -> dict[str, Any]:
         return {"answer_schema": json.dumps(self.schema_for(record), ensure_ascii=False)}
@@ -245,6 +240,18 @@ def schema_issue(schema: Any, reasoning: bool) -> str | None:
     if problem is None and reasoning and "reasoning" in (schema.get("properties") or {}):
         return "has its own 'reasoning' property while the task adds one (reasoning: true); rename it"
     return problem
+
+
+@lru_cache(maxsize=1024)
+def _own_schema(text: str, reasoning_max_chars: int) -> tuple[dict[str, Any] | None, str | None]:
+    """A record's schema (JSON text) ready to ask for, or what is wrong with it; checked once per
+    distinct schema, however many records bring it."""
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"is not JSON ({e.msg} at column {e.colno})"
+    problem = schema_issue(schema, bool(reasoning_max_chars))
+    return (None, problem) if problem else (_with_reasoning(text, reasoning_max_chars), None)
 
 
 @lru_cache(maxsize=256)
