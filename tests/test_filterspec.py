@@ -284,7 +284,7 @@ def project_copy(tmp_path: Path, name: str = "sustainability_tech_deployment", v
     conf = tmp_path / "conf" / "filter"
     if not conf.exists():
         conf.mkdir(parents=True)
-        shutil.copy(ROOT / "conf" / "filter" / "sustainability_tech_deployment.yaml", conf)
+        shutil.copy(ROOT / "conf" / "filter" / f"{REAL_FILTER.parent.name}.yaml", conf)
     return dest
 
 

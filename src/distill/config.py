@@ -210,6 +210,9 @@ class LabelConfig(Section):
     #: live panel on a terminal, log lines otherwise (auto), or force one
     progress: Literal["auto", "panel", "log", "off"] = "auto"
     progress_interval_s: float = Field(default=10.0, gt=0)
+    #: a record whose golden answer the oracle's disagrees with (both kept in gold_mismatch.jsonl): keep
+    #: the oracle's answer in labels.jsonl, drop the row, or keep the row with the golden answer instead
+    on_gold_mismatch: Literal["drop", "keep", "keep_gold"] = "keep"
     #: a teacher / bulk cascade (null: the configured oracle labels everything)
     cascade: CascadeConfig | None = None
 

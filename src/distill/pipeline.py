@@ -225,6 +225,7 @@ def label(
     from distill.labeling.cache import ResponseCache
     from distill.labeling.engine import TooManyProviderErrors
     from distill.labeling.events import Events
+    from distill.labeling.gold import GoldPolicy
     from distill.labeling.progress import Progress
     from distill.providers.prices import budget_problem
 
@@ -264,17 +265,21 @@ def label(
              label_cfg.cache_path, len(cache))
     events.emit("run_start", total=total, oracle=names, limits=limits, budget_usd=label_cfg.budget_usd)
     progress = Progress(total, labeler, label_cfg.progress, label_cfg.progress_interval_s, limits)
+    gold = GoldPolicy(spec, label_cfg.on_gold_mismatch)
     t0 = time.perf_counter()
 
     async def run() -> None:
         ticker = asyncio.ensure_future(progress.run())
         try:
-            with jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad:
+            with (jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad,
+                  jsonl.AtomicWriter(out / "gold_mismatch.jsonl") as apart):
                 outcomes = (cascade.run(lambda: jsonl.read_jsonl(input_path), label_cfg.concurrency) if cascade
                             else labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency))
                 async for kind, row in outcomes:
                     if kind == "valid":
-                        good.write(row)
+                        kept = gold.apply(row, apart.write)
+                        if kept is not None:
+                            good.write(kept)
                     elif kind == "invalid":
                         bad.write(row)
                     progress.record(kind)
@@ -300,12 +305,20 @@ def label(
         events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
         events.close()
         metrics = {**stats.as_dict(), "oracle": names, "mode": label_cfg.mode, "budget_usd": label_cfg.budget_usd,
-                   "stopped": labeler.stop_reason, "seconds": round(time.perf_counter() - t0, 3)}
+                   "gold": gold.metrics(stats), "stopped": labeler.stop_reason,
+                   "seconds": round(time.perf_counter() - t0, 3)}
         if batch_metrics is not None:
             metrics["batch"] = batch_metrics
         if cascade is not None:
             metrics["cascade"] = cascade.report()
         jsonl.write_json(metrics_dir / "label.json", metrics)
+    if stats.gold_unusable:
+        log.warning("label: %d record(s) carry a golden answer this %s task cannot read (the first: %s), so it "
+                    "was not compared; check prefilter.field_map.gold and the task's labels, types or gold.compare",
+                    stats.gold_unusable, spec.KIND, labeler.first_unusable_gold)
+    if stats.gold_checked:
+        log.info("label: the oracle agrees with gold on %d of %d records (%s); %s",
+                 stats.gold_agreed, stats.gold_checked, metrics["gold"]["share"], _counts(gold.counts) or "-")
     if labeler.stop_reason:
         raise DistillError(
             f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
@@ -488,7 +501,7 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model_dir: str | Path,
              metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
-    from distill.evaluate import format_table
+    from distill.evaluate import against_gold, format_table
     from distill.students import predict, read_manifest
 
     test_rows = list(jsonl.read_jsonl(_require(Path(split_dir) / "test.jsonl", "run the split stage first")))
@@ -497,6 +510,9 @@ def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model
     predictions = predict(model_dir, test_rows, spec)
     metrics, rows, per_dim = spec.evaluate(test_rows, predictions)
     metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
+    gold = against_gold(test_rows, predictions, spec)
+    if gold is not None:  # test rows with golden answers: the student against gold and oracle, side by side
+        metrics["gold"] = gold
     agreement = Path(metrics_dir) / "oracle_agreement.json"
     if agreement.is_file():  # the oracle_check stage's: the oracle's own noise, the student's floor
         import json

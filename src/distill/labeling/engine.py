@@ -62,6 +62,7 @@ class LabelStats:
     cost_usd: float = 0.0
     gold_checked: int = 0  # valid answers compared with the record's golden answer
     gold_agreed: int = 0
+    gold_unusable: int = 0  # golden answers the task could not read (an unknown label or type, no number...)
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     by_provider: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -169,6 +170,7 @@ class Labeler:
         self._consecutive_errors = 0
         self._down: set[int] = set()  # providers that failed for good in this run
         self.first_error: str | None = None
+        self.first_unusable_gold: str | None = None  # the id of the first record whose gold could not be read
         self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -442,12 +444,16 @@ class Labeler:
             "attempts": conversation.answers,
             "usage": usage,
         }
-        if item.get("gold") is not None:  # the record's golden answer checks the oracle too
+        if item.get("gold") is not None and type(self.spec).gold_agrees is not FilterSpec.gold_agrees:
+            # the record's golden answer checks the oracle too (for a kind that compares with gold)
             agrees = self.spec.gold_agrees(row, item["gold"])
             if agrees is not None:
                 row["gold"], row["gold_agrees"] = item["gold"], agrees
                 self.stats.gold_checked += 1
                 self.stats.gold_agreed += int(agrees)
+            else:
+                self.stats.gold_unusable += 1
+                self.first_unusable_gold = self.first_unusable_gold or item["id"]
         return "valid", row
 
     def _invalid(

@@ -52,6 +52,10 @@ def task_info(task: Any, scale_max: int = 10) -> dict[str, Any]:
         info.update(dimensions=task.dimension_names, scale_max=task.scale_max)
     elif task.kind == "classify":
         info.update(labels=task.label_names, multi_label=task.multi_label)
+    elif task.kind == "extract":
+        info.update(entity_types=task.type_names, fields=list(task.fields))
+    elif task.kind == "answer":  # records may bring their own schema: predict validates each against it
+        info.update(answer_field=task.answer_field, compare=task.compare, reasoning=task.reasoning)
     return info
 
 
@@ -80,6 +84,9 @@ def predict(model_dir: str | Path, examples: list[dict], task: Any = None) -> li
         return predict_sklearn(model_dir, examples, manifest)
     if manifest["kind"] == "lora":
         schema = task if isinstance(task, dict) else (task.json_schema if task is not None else None)
+        if task is not None and not isinstance(task, dict):  # per example where records bring their own
+            schemas = [task.schema_for(e) for e in examples]
+            schema = schemas if any(s is not schema for s in schemas) else schema
         return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
                                model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema)
     raise ConfigError(f"{model_dir}: unknown student kind {manifest['kind']!r}")

@@ -177,10 +177,11 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     return metrics
 
 
-def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any], schema: dict[str, Any] | None,
-            batch_size: int = 4) -> list[dict[str, Any]]:
-    """Greedy generation on each example's prompt, validated against the task's schema: an answer that
-    fails it gets ``answer=None`` (and ``scores=None`` for a score task) with the reason."""
+def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
+            schema: dict[str, Any] | list[dict[str, Any]] | None, batch_size: int = 4) -> list[dict[str, Any]]:
+    """Greedy generation on each example's prompt, validated against the task's schema (or a list of one
+    schema per example): an answer that fails it gets ``answer=None`` (and ``scores=None`` for a score
+    task) with the reason."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -194,6 +195,7 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     model.to(_device()).eval()
     task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
     schema = schema or task.get("schema")
+    schemas = schema if isinstance(schema, list) else [schema] * len(examples)
     dims = task.get("dimensions") or []
     out = []
     for start in range(0, len(examples), batch_size):
@@ -209,9 +211,9 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-        for e, row in zip(batch, generated[:, enc["input_ids"].shape[1] :]):
+        for k, (e, row) in enumerate(zip(batch, generated[:, enc["input_ids"].shape[1] :])):
             text = tokenizer.decode(row, skip_special_tokens=True)
-            result = check(text, schema)
+            result = check(text, schemas[start + k])
             answer = None if isinstance(result, Invalid) else result
             prediction = {"id": e["id"], "answer": answer, "raw": text,
                           "invalid_reason": result.reason if isinstance(result, Invalid) else None}

@@ -190,3 +190,38 @@ def answer_of(prediction: dict[str, Any]) -> Any:
 
 def mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
+
+
+def share(count: int, n: int) -> float | None:
+    """``count / n`` rounded as every metric is (None when there is nothing to count)."""
+    return round(count / n, 4) if n else None
+
+
+#: typographic characters an oracle may write in their plain form (or the other way round)
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+                              "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+                              "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+                              "\u00a0": " "})
+
+
+def normalise_text(text: str, ends: bool = True) -> str:
+    """Text as answers are compared: Unicode NFKC, typographic quotes and dashes made plain,
+    case-folded, runs of whitespace made one space; with ``ends``, punctuation and symbols at either
+    end stripped too (``"Paris."`` and ``" paris"`` are the same answer)."""
+    import unicodedata
+
+    text = " ".join(unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHIC).casefold().split())
+    if not ends:
+        return text
+    start, end = 0, len(text)
+    while start < end and _edge(text[start]):
+        start += 1
+    while end > start and _edge(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _edge(ch: str) -> bool:
+    import unicodedata
+
+    return ch.isspace() or unicodedata.category(ch)[0] in "PS"
