@@ -190,7 +190,7 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
     load_dotenv()
     result = run(params_path, input_path, output=output, config_dir=config_dir,
                  sample_size=sample_size)
-    click.echo(format_agreement(result))
+    click.echo(format_agreement(result) if result.get("measured", True) else f"not measured: {result['reason']}")
     click.echo(f"wrote {output}")
 
 

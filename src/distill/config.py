@@ -258,10 +258,21 @@ class LoraStudent(Section):
 
 class TrainConfig(Section):
     output_dir: str = "models/student"
+    #: also fit the baselines (the sklearn student with its defaults, the mean or majority predictor) into
+    #: <output_dir>/baseline/, for evaluate to judge on the same test items
+    baseline: bool = True
 
 
 class EvaluateConfig(Section):
     output_dir: str = "data/eval"
+    #: paired bootstrap of the test items: resamples, their seed, the intervals' coverage
+    bootstrap_replicates: int = Field(default=2000, ge=100)
+    bootstrap_seed: int = 0
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    #: isotonic calibration of each dimension, fitted on the val split (score tasks), reported beside the raw figures
+    calibrate: bool = False
+    #: what one CPU core costs an hour, for the student's cost per 1,000 items (an on-demand c7i.large: $0.0446)
+    cpu_hour_usd: float = Field(default=0.045, ge=0)
 
 
 class OracleCheckConfig(Section):
