@@ -115,4 +115,4 @@ def rounded(value: Any, digits: int = 4) -> Any:
     if value is None:
         return None
     value = float(value)
-    return None if not np.isfinite(value) else round(value, digits)
+    return None if not np.isfinite(value) else round(value, digits) + 0.0  # + 0.0: never -0.0
