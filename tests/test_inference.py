@@ -13,7 +13,7 @@ import yaml
 
 from distill.config import LabelConfig, SklearnStudent
 from distill.filterspec import load_filter
-from distill.inference import Predictor, chat_records, example, infer
+from distill.inference import chat_records, example, infer
 from distill.labeling.cache import ResponseCache
 from distill.labeling.engine import Labeler
 from distill.params import compose
