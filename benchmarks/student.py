@@ -9,9 +9,10 @@ pipeline's own stage functions (prefilter, label, merge, split) in a temporary f
 Each student (``--students sklearn,lora``) is trained by the train stage function (which also fits the
 baselines) and judged by the evaluate stage function on the same test items: accuracy and macro-F1 (or
 MAE and tier accuracy for a rubric) with paired bootstrap 95% intervals, the majority / mean predictor
-beside it, items/s at prediction (wall time of the predict call on this machine, the model's loading
-included), and the cost per 1,000 items of the student's compute (``evaluate.cpu_hour_usd``, $0.045 per
-core-hour) against published oracle prices for the same prompts. Oracle tokens are estimated from the
+beside it, items/s at prediction (wall time on this machine through ``distill infer``'s predictor in a
+fresh process: a first call, the model's loading included, and a second once it is loaded), and the
+cost per 1,000 items of the student's compute (``evaluate.cpu_hour_usd``, $0.045 per core-hour, at the
+loaded rate) against published oracle prices for the same prompts. Oracle tokens are estimated from the
 rendered prompts (characters / 3.5, the engine's reservation estimate; slightly pessimistic) and the
 answer JSON, since the file oracle spends none.
 
@@ -39,6 +40,7 @@ START, END = "<!-- student:start -->", "<!-- student:end -->"
 BBC = ROOT.parent / "shared" / "data" / "corpora" / "bbc_news_2225.jsonl"
 #: oracles priced in the cost table (published prices, distill.providers.prices)
 ORACLES = ("gpt-4o-mini", "gemini-2.5-flash", "claude-haiku-4-5", "gpt-4.1")
+CORES, CPU_HOUR_USD = os.cpu_count() or 1, 0.045
 
 
 def bbc_split(work: Path, every: int, max_words: int) -> tuple[object, Path]:
@@ -75,7 +77,31 @@ def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int) -> di
     train = pipeline.train(TrainConfig(output_dir=str(work / f"model-{kind}")), student, spec, split, metrics_dir)
     ev = pipeline.evaluate(EvaluateConfig(output_dir=str(work / f"eval-{kind}")), spec, split,
                            work / f"model-{kind}", metrics_dir)
-    return {"kind": kind, "train": train, "eval": ev, "config": student.model_dump()}
+    return {"kind": kind, "train": train, "eval": ev, "config": student.model_dump(),
+            "speed": throughput(work / f"model-{kind}", spec, split)}
+
+
+def throughput(model_dir: Path, spec, split: Path) -> dict[str, float]:
+    """Items/s on the test prompts through `distill infer`'s Predictor in a fresh process: the first call
+    (loading the model included; for LoRA a child process too) and a second one (loaded)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, time\n"
+        "from distill.filterspec import load_filter_at\n"
+        "from distill.inference import Predictor\n"
+        f"spec = load_filter_at({str(ROOT / 'filters')!r}, {spec.name!r}, {spec.version!r})\n"
+        f"rows = [json.loads(x) for x in open({str(split / 'test.jsonl')!r}) if x.strip()]\n"
+        "out = {}\n"
+        f"with Predictor({str(model_dir)!r}, spec) as p:\n"
+        "    for what in ('cold', 'warm'):\n"
+        "        t0 = time.perf_counter(); p(rows); out[what] = len(rows) / (time.perf_counter() - t0)\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DISTILL_LOG_LEVEL": "WARNING"})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def prompt_tokens(split: Path) -> tuple[float, float]:
@@ -111,35 +137,40 @@ def report(results: list[dict], data: str, tokens: tuple[float, float], costs: d
     lines = [
         "## Students",
         "",
-        (f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores (shared with other "
-        f"work while measured); Python {platform.python_version()}"),
+        (f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores (shared with "
+         f"other work while measured); Python {platform.python_version()}"),
         f"- Date: {time.strftime('%Y-%m-%d')}",
         f"- Data: {data}; {first['n_test']} test items, the same for every row",
         "- Command: `.venv/bin/python benchmarks/student.py --write` (module docstring: what each column measures)",
         "",
-        (f"| student | train s | items/s | {' | '.join(f'{k} [95% CI]' for k in keys)} | "
-        f"student - {constant}: {keys[0]} [95% CI] | valid answers |"),
-        "|---|---:|---:|" + "---:|" * len(keys) + "---:|---:|",
+        (f"| student | train s | items/s first call | items/s loaded | {' | '.join(f'{k} [95% CI]' for k in keys)}"
+         f" | student - {constant}: {keys[0]} [95% CI] | valid answers |"),
+        "|---|---:|---:|---:|" + "---:|" * len(keys) + "---:|---:|",
     ]
-    rows = [(r["kind"], r["train"]["student_seconds"], r["eval"]) for r in results]
     base = first["baselines"][constant]
-    rows.append((f"{constant} (baseline)", 0.0, base))
-    for name, seconds, ev in rows:
-        per_s = ev.get("cost", {}).get("student", {}).get("items_per_s", "-")
+    for r in [*results, {"kind": f"{constant} (baseline)", "eval": base}]:
+        ev, speed = r["eval"], r.get("speed") or {}
+        seconds = f"{r['train']['student_seconds']:.1f}" if "train" in r else "-"
         diff = (ev.get(f"student_minus_{constant}") or {}).get(keys[0])
         diff_text = f"{diff['diff']:+} [{diff['ci']['lo']}, {diff['ci']['hi']}]" if diff and diff.get("ci") else "-"
-        lines.append(f"| {name} | {seconds:.1f} | {per_s} | " + " | ".join(_ci(ev, k) for k in keys)
-                     + f" | {diff_text if ev is not base else '-'} | {ev.get('valid_json_share')} |")
+        lines.append(f"| {r['kind']} | {seconds} | {_rate(speed.get('cold'))} | {_rate(speed.get('warm'))} | "
+                     + " | ".join(_ci(ev, k) for k in keys) + f" | {diff_text} | {ev.get('valid_json_share')} |")
     lines += ["", (f"Cost per 1,000 items (USD). Oracles: {tokens[0]:.0f} input and {tokens[1]:.0f} output tokens per "
-              "item estimated from these prompts, at published prices (`distill.providers.prices`, online, no "
-              "batch discount). Students: the predict call's wall time here, 2 cores at $0.045 per core-hour; "
-              "training once."), "", "| who | per 1,000 items | training (once) |", "|---|---:|---:|"]
+                   "item estimated from these prompts, at published prices (`distill.providers.prices`, online, no "
+                   f"batch discount). Students: the loaded throughput above on {CORES} cores at ${CPU_HOUR_USD} per "
+                   "core-hour; training once, its wall time at the same rate."), "",
+              "| who | per 1,000 items | training (once) |", "|---|---:|---:|"]
     for model, usd in costs.items():
         lines.append(f"| oracle {model} | {usd:.4f} | - |")
     for r in results:
-        s = r["eval"]["cost"]["student"]
-        lines.append(f"| student {r['kind']} | {s['usd_per_1k_items']:.6f} | {s['train_usd']:.6f} |")
+        per_1k = 1000 / r["speed"]["warm"] / 3600 * CORES * CPU_HOUR_USD
+        train_usd = r["train"]["student_seconds"] / 3600 * CORES * CPU_HOUR_USD
+        lines.append(f"| student {r['kind']} | {per_1k:.6f} | {train_usd:.6f} |")
     return "\n".join(lines)
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
 
 
 def main() -> None:
