@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -213,3 +214,45 @@ def test_the_floor_is_used_only_when_measured_on_exactly_the_test_items():
     assert floor is None and "does not say which items" in why
     assert floor_for({"measured": False, "reason": "a file"}, ["a"], keys) == (None, "not measured: a file")
     assert floor_for(None, ["a"], keys) == (None, None)
+
+
+def test_the_stage_judges_the_student_and_the_baselines_the_train_stage_fitted(tmp_path, monkeypatch):
+    from distill import jsonl, pipeline
+    from distill.config import EvaluateConfig, SklearnStudent, TrainConfig
+    from distill.split import to_chat
+
+    monkeypatch.chdir(tmp_path)
+    rows = []
+    for i in range(30):  # the words say the score: a learnable split
+        score = [1, 5, 9][i % 3]
+        record = {"id": f"r{i}", "title": f"Story {i}", "text": f"{['idea', 'pilot', 'plant'][i % 3]} news " * 20}
+        scores = dict.fromkeys(DIMS, score)
+        overall, tier = SPEC.score(scores)
+        rows.append(to_chat({"id": record["id"], "messages": SPEC.render(record), "label": {**scores, "reasoning": "x"},
+                             "scores": scores, "overall": overall, "tier": tier}))
+    train, val, test = rows[:18], rows[18:24], rows[24:]
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        jsonl.write_jsonl(f"split/{name}.jsonl", part)
+    trained = pipeline.train(TrainConfig(output_dir="model"), SklearnStudent(kind="sklearn"), SPEC, "split",
+                             metrics_dir=Path("metrics"))
+    assert trained["baseline"]["constant"] == "mean" and "val_mae" in trained["baseline"]["sklearn"]
+    assert sorted(p.name for p in Path("model/baseline").iterdir()) == [
+        "constant.json", "ridge.npz", "student.json", "vectorizer.json"]
+
+    metrics = pipeline.evaluate(EvaluateConfig(output_dir="eval", calibrate=True, bootstrap_replicates=200),
+                                SPEC, "split", "model", metrics_dir=Path("metrics"))
+    # the mean predictor says (1 + 5 + 9) / 3 = 5 on every dimension (6 training rows of each score); the test
+    # items are 1, 5, 9, 1, 5, 9: errors 4, 0, 4 on every dimension and the overall score
+    mean = metrics["baselines"]["mean"]
+    assert mean["mean_dimension_mae"] == round(8 / 3, 4) and mean["overall_mae"] == round(8 / 3, 4)
+    diff = metrics["student_minus_mean"]["overall_mae"]
+    assert diff["diff"] == pytest.approx(metrics["overall_mae"] - 8 / 3, abs=1e-4)
+    assert diff["ci"]["hi"] < 0  # the student is better, and the interval shows it
+    # the baseline sklearn has the student's settings here: the same predictions, a difference of exactly 0
+    assert metrics["student_minus_sklearn"]["overall_mae"] == {"diff": 0.0, "ci": {"lo": 0.0, "hi": 0.0}}
+    assert metrics["calibration"]["fitted_on_val_items"] == 6 and "overall_mae" in metrics["calibration"]["after"]
+    assert metrics["bootstrap"] == {"replicates": 200, "seed": 0, "level": 0.95, "paired": True}
+    assert metrics["cost"]["student"]["train_seconds"] == trained["student_seconds"]
+    scatter = json.loads(Path("eval/scatter.json").read_text())
+    assert len(scatter) == len(test) * len(DIMS) and scatter[0].keys() == {"id", "dimension", "oracle", "student"}
+    assert json.loads(Path("metrics/eval.json").read_text())["baselines"] == metrics["baselines"]
