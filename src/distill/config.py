@@ -282,7 +282,8 @@ class OracleCheckConfig(Section):
     #: false: the stage measures nothing (and the evaluation shows no floor)
     enabled: bool = True
 
-    #: items to label twice (fewer when passed.jsonl holds fewer)
+    #: items `distill oracle-check` labels twice (fewer when passed.jsonl holds fewer); the stage asks about
+    #: every test item, so that evaluate can use the floor for exactly the items it judges
     sample_size: int = Field(default=50, ge=1)
     #: seed of the sample drawn from passed.jsonl
     seed: int = 0
