@@ -212,11 +212,16 @@ def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str]
         if key in metrics or key in ("n_test", "valid_json_share"):
             lines.append(f"{key:<28}{_show(metrics.get(key)):>10}{_with_ci(metrics, key)}")
     if "mae" in metrics:
-        lines.append("per dimension: MAE / RMSE / Spearman")
+        lines.append("per-dimension MAE:")
         mae, rmse, rho = metrics.get("mae") or {}, metrics.get("rmse") or {}, metrics.get("spearman") or {}
         order = [d for d in dimensions or [] if d in mae]
-        for d in [*order, *(d for d in mae if d not in order)]:
-            lines.append(f"  {d:<26}{_show(mae[d]):>10}  {_show(rmse.get(d))} / {_show(rho.get(d))}")
+        order = [*order, *(d for d in mae if d not in order)]
+        for d in order:
+            lines.append(f"  {d:<26}{_show(mae[d]):>10}")
+        if rmse or rho:
+            lines.append("per-dimension RMSE / Spearman:")
+            for d in order:
+                lines.append(f"  {d:<26}{_show(rmse.get(d)):>10}  {_show(rho.get(d))}")
     if "per_label" in metrics:
         lines.append("per-label F1 (support):")
         for label, r in metrics["per_label"].items():
