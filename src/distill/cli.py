@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from distill import __version__
+from distill.cli_student import chat, infer
 from distill.errors import DistillError
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     """Reproducible LLM knowledge distillation.
 
     The pipeline itself runs with DVC (`dvc exp run`); these commands inspect filters, check and compose
-    the configuration, and report results.
+    the configuration, report results and use a trained student (infer, chat).
     """
 
 
@@ -190,7 +191,7 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
     load_dotenv()
     result = run(params_path, input_path, output=output, config_dir=config_dir,
                  sample_size=sample_size)
-    click.echo(format_agreement(result))
+    click.echo(format_agreement(result) if result.get("measured", True) else f"not measured: {result['reason']}")
     click.echo(f"wrote {output}")
 
 
@@ -396,6 +397,8 @@ def _register_data_commands() -> None:
 
 
 _register_data_commands()
+main.add_command(infer)
+main.add_command(chat)
 
 
 if __name__ == "__main__":

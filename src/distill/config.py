@@ -337,10 +337,21 @@ class LoraStudent(Section):
 
 class TrainConfig(Section):
     output_dir: str = "models/student"
+    #: also fit the baselines (the sklearn student with its defaults, the mean or majority predictor) into
+    #: <output_dir>/baseline/, for evaluate to judge on the same test items
+    baseline: bool = True
 
 
 class EvaluateConfig(Section):
     output_dir: str = "data/eval"
+    #: paired bootstrap of the test items: resamples, their seed, the intervals' coverage
+    bootstrap_replicates: int = Field(default=2000, ge=100)
+    bootstrap_seed: int = 0
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    #: isotonic calibration of each dimension, fitted on the val split (score tasks), reported beside the raw figures
+    calibrate: bool = False
+    #: what one CPU core costs an hour, for the student's cost per 1,000 items (an on-demand c7i.large: $0.0446)
+    cpu_hour_usd: float = Field(default=0.045, ge=0)
 
 
 class OracleCheckConfig(Section):
@@ -350,7 +361,8 @@ class OracleCheckConfig(Section):
     #: false: the stage measures nothing (and the evaluation shows no floor)
     enabled: bool = True
 
-    #: items to label twice (fewer when passed.jsonl holds fewer)
+    #: items `distill oracle-check` labels twice (fewer when passed.jsonl holds fewer); the stage asks about
+    #: every test item, so that evaluate can use the floor for exactly the items it judges
     sample_size: int = Field(default=50, ge=1)
     #: seed of the sample drawn from passed.jsonl
     seed: int = 0

@@ -492,7 +492,12 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
 
         shutil.rmtree(out)
     metrics = train_student(student_cfg, train_rows, val_rows, spec, out)
-    metrics = {"student": student_cfg.kind, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
+    metrics = {"student": student_cfg.kind, **metrics, "student_seconds": round(time.perf_counter() - t0, 3)}
+    if cfg.baseline:  # the cheap student and the constant predictor, judged beside the student by evaluate
+        from distill.students.baselines import BASELINE_DIR, fit
+
+        metrics["baseline"] = fit(spec, train_rows, val_rows, out / BASELINE_DIR)
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
     jsonl.write_json(metrics_dir / "train.json", metrics)
     log.info("train: %s", metrics)
     return metrics
@@ -500,34 +505,13 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
 
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model_dir: str | Path,
-             metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
-    from distill.evaluate import against_gold, format_table
-    from distill.students import predict, read_manifest
+             metrics_dir: Path = METRICS_DIR, oracle: ProviderConfig | None = None) -> dict[str, Any]:
+    """The student, the baselines the train stage fitted and the oracle's floor on the test split, with
+    paired intervals, and the oracle's cost against the student's (``oracle``: its price); see
+    :mod:`distill.evaluation`."""
+    from distill.evaluation import run
 
-    test_rows = list(jsonl.read_jsonl(_require(Path(split_dir) / "test.jsonl", "run the split stage first")))
-    manifest = read_manifest(model_dir)
-    t0 = time.perf_counter()
-    predictions = predict(model_dir, test_rows, spec)
-    metrics, rows, per_dim = spec.evaluate(test_rows, predictions)
-    metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
-    gold = against_gold(test_rows, predictions, spec)
-    if gold is not None:  # test rows with golden answers: the student against gold and oracle, side by side
-        metrics["gold"] = gold
-    agreement = Path(metrics_dir) / "oracle_agreement.json"
-    if agreement.is_file():  # the oracle_check stage's: the oracle's own noise, the student's floor
-        import json
-
-        floor = json.loads(agreement.read_text(encoding="utf-8"))
-        if floor.get("measured", True):
-            metrics["oracle_floor"] = {k: floor.get(k) for k in spec.FLOOR}
-    out = Path(cfg.output_dir)
-    jsonl.write_json(out / "confusion.json", rows)
-    jsonl.write_json(out / "per_dimension.json", per_dim)
-    jsonl.write_jsonl(out / "predictions.jsonl", predictions)
-    jsonl.write_json(metrics_dir / "eval.json", metrics)
-    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items",
-                       spec=spec))
-    return metrics
+    return run(cfg, spec, split_dir, model_dir, metrics_dir, oracle)
 
 
 def filter_spec(ref: FilterRef) -> FilterSpec:

@@ -234,16 +234,21 @@ class Labeler:
         head = 1 if messages and messages[0]["role"] == "system" else 0
         return [*messages[:head], *self.examples, *messages[head:]]
 
-    def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> ChatRequest:
-        return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema, **self.gen)
+    def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
+                    context: dict[str, Any] | None = None) -> ChatRequest:
+        """The request for ``messages``; ``context`` is what of the record the provider reads besides them
+        (``provider.cfg.request_context(item)``: None for all but the ``file`` provider)."""
+        return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema,
+                           context=context, **self.gen)
 
     def key_for(self, provider: Provider, request: ChatRequest) -> str:
         return request_key(self.identities[id(provider)], request)
 
     # ------------------------------------------------------------------ one request
     async def _ask(self, provider: Provider, messages: list[dict[str, str]], record_id: str,
-                   schema: dict[str, Any] | None = None) -> tuple[ChatResponse, bool]:
-        request = self.request_for(messages, schema)
+                   schema: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+                   ) -> tuple[ChatResponse, bool]:
+        request = self.request_for(messages, schema, context)
         key = self.key_for(provider, request)
         cached = self.cache.get(key)
         if cached is not None:
@@ -418,10 +423,11 @@ class Labeler:
 
     async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         conversation = self.conversation(item)
+        context = provider.cfg.request_context(item)
         usage = {"input_tokens": 0, "output_tokens": 0}
         while (messages := conversation.messages()) is not None:
             try:
-                response, cached = await self._ask(provider, messages, item["id"], conversation.schema)
+                response, cached = await self._ask(provider, messages, item["id"], conversation.schema, context)
             except ProviderError as e:
                 e.attempts = conversation.attempts  # the invalid record keeps the answers not accepted
                 raise

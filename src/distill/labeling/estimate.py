@@ -293,7 +293,8 @@ def _walk(labeler: Labeler, t: _Tally, item: dict[str, Any]) -> None:
     t.records += 1
     conversation = labeler.conversation(item)
     while (current := conversation.messages()) is not None:
-        key = labeler.key_for(t.provider, labeler.request_for(current, conversation.schema))
+        key = labeler.key_for(t.provider, labeler.request_for(current, conversation.schema,
+                                                              t.cfg.request_context(item)))
         cached = labeler.cache.get(key)
         if cached is None:
             attempt = conversation.answers

@@ -27,12 +27,14 @@ from typing import Any
 from distill import jsonl
 from distill.config import LabelConfig, OracleCheckConfig, _validate, named_oracle, read_params, section
 from distill.errors import ConfigError, DistillError, InputError
+from distill.evaluate import ids_digest
 from distill.filterspec import FilterSpec, load_filter_at
 from distill.labeling.budget import Budget
 from distill.labeling.build import build_labeler, providers_for
 from distill.labeling.cache import ResponseCache
 from distill.labeling.engine import TooManyProviderErrors
 from distill.providers import ProviderConfig
+from distill.providers.registry import provider_class
 
 log = logging.getLogger("distill")
 
@@ -199,6 +201,14 @@ def oracle_check(
     sample = seeded_sample(records, cfg.sample_size, cfg.seed)
     if not sample:
         raise InputError(f"{input_path} holds no records to sample")
+    if cfg.second is None and not provider_class(first).answers_vary:
+        # labels read from a file come back the same at any temperature: asking twice measures nothing
+        result = {"measured": False, "sampled": len(sample),
+                  "reason": f"oracle.provider={first.provider} gives the same answer every time; set "
+                            "oracle_check.second to a second source (e.g. a file oracle reading another "
+                            "annotator's column) to measure how far two sources disagree"}
+        jsonl.write_json(output, result)
+        return result
 
     # every provider is built (and its key checked) before any request
     if providers is None:
@@ -240,6 +250,8 @@ def oracle_check(
         **agreement(a, b, spec, [r["id"] for r in sample]),
         "sample_size": cfg.sample_size,
         "sampled": len(sample),
+        # which items: evaluate shows the floor only for exactly its test items
+        "ids_sha256": ids_digest(r["id"] for r in sample),
         "seed": cfg.seed,
         "input": str(input_path),
         "filter": f"{spec.name} {spec.version}",

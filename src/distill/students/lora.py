@@ -10,6 +10,7 @@ second. torch, transformers, peft and trl are imported inside the functions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -177,22 +178,33 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     return metrics
 
 
+@functools.lru_cache(maxsize=1)
+def _generation_model(adapter: str, base_model: str, stamp: int):
+    """The base with the adapter merged, and its tokenizer, loaded once per process (``stamp``: the
+    adapter folder's mtime, so a retrained adapter is loaded again): a process serving several
+    ``predict`` calls (``distill infer``, ``distill chat``) loads the model once."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _load_tokenizer(adapter)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(resolve_base(base_model), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(_device()).eval()
+    return model, tokenizer
+
+
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
             schema: dict[str, Any] | list[dict[str, Any]] | None, batch_size: int = 4) -> list[dict[str, Any]]:
     """Greedy generation on each example's prompt, validated against the task's schema (or a list of one
     schema per example): an answer that fails it gets ``answer=None`` (and ``scores=None`` for a score
     task) with the reason."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     cfg = manifest["config"]
     adapter = Path(model_dir) / "adapter"
-    tokenizer = _load_tokenizer(str(adapter))
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(cfg["base_model"]), dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    model.to(_device()).eval()
+    model, tokenizer = _generation_model(str(adapter), cfg["base_model"], adapter.stat().st_mtime_ns)
     task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
     schema = schema or task.get("schema")
     schemas = schema if isinstance(schema, list) else [schema] * len(examples)

@@ -10,6 +10,7 @@ JSON (vocabulary, idf and settings) and an ``.npz`` of weights: no pickle.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,21 @@ def _fit_labels(x, rows: list[dict], task: dict[str, Any], c: float) -> tuple[np
 
 
 def _linear(model_dir: Path, texts: list[str]) -> np.ndarray:
-    saved = json.loads((model_dir / "vectorizer.json").read_text(encoding="utf-8"))
+    files = (model_dir / "vectorizer.json", model_dir / "ridge.npz")
+    vec, coef, intercept = _load(str(model_dir), tuple(f.stat().st_mtime_ns for f in files))
+    return np.asarray(vec.transform(texts) @ coef.T + intercept)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model_dir: str, stamp: tuple[int, ...]):
+    """The fitted vectorizer and weights, loaded once per process and model files (``stamp``: their
+    mtimes): rebuilding the vectorizer takes seconds, which ``distill infer`` would pay per batch."""
+    saved = json.loads((Path(model_dir) / "vectorizer.json").read_text(encoding="utf-8"))
     vec = _vectorizer(saved["params"])
     vec.vocabulary_ = saved["vocabulary"]
     vec.idf_ = np.asarray(saved["idf"], dtype=np.float64)
-    weights = np.load(model_dir / "ridge.npz")
-    return np.asarray(vec.transform(texts) @ weights["coef"].T + weights["intercept"])
+    weights = np.load(Path(model_dir) / "ridge.npz")
+    return vec, weights["coef"], weights["intercept"]
 
 
 def _scores_matrix(model_dir: Path, texts: list[str], scale_max: int) -> np.ndarray:

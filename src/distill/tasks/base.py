@@ -67,6 +67,11 @@ class Task(Strict):
     #: what one stratum is called in reports (a tier, a label) and the metrics key of their counts
     STRATUM: ClassVar[str] = "stratum"
     STRATA: ClassVar[str] = "strata"
+    #: headline figures that get a paired bootstrap interval (:meth:`item_columns`), each with the
+    #: direction that is better ("lower" for an error, "higher" for an accuracy)
+    INTERVALS: ClassVar[dict[str, str]] = {}
+    #: the name of the kind's constant predictor (:meth:`constant_prediction`): "mean", "majority"
+    CONSTANT: ClassVar[str] = ""
 
     kind: str
     name: str
@@ -154,6 +159,23 @@ class Task(Strict):
         per-part plot (``name``, ``value``, ``metric``: MAE per dimension, F1 per label...)) of a
         student's ``predictions`` (``{"id", "answer" or None, "raw", "invalid_reason"}``) on the test rows."""
         raise NotImplementedError
+
+    def item_columns(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Per-item columns (numpy arrays, items first) whose sums over any resample of the test items
+        give the :attr:`INTERVALS` figures through :meth:`from_sums`: the paired bootstrap's input
+        (:mod:`distill.stats`). None: this kind reports no intervals."""
+        return None
+
+    def from_sums(self, sums: dict[str, Any], n: int) -> dict[str, Any]:
+        """The :attr:`INTERVALS` figures from the sums of :meth:`item_columns` over ``n`` items, one
+        value per replicate (arrays of shape (B,))."""
+        raise NotImplementedError
+
+    def constant_prediction(self, train: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The prediction a constant predictor fitted on the training rows makes for every item (the
+        mean of each dimension, the most frequent label...), as a student's prediction without its
+        ``id``; None when this kind has none."""
+        return None
 
     def agreement(self, first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]],
                   order: list[str]) -> dict[str, Any]:
