@@ -234,12 +234,9 @@ def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str]
         dimensions = dimensions or getattr(spec, "dimension_names", None)
         floor_keys = spec.FLOOR
     elif "per_label" in metrics:
-        headline, floor_keys = _CLASSIFY_HEADLINE, ("label_agreement", "cohen_kappa")
-    elif _kind_of(metrics) is not None:
-        headline, floor_keys = _kind_of(metrics).HEADLINE, _kind_of(metrics).FLOOR
-
-
         headline_keys, floor_keys = _CLASSIFY_HEADLINE, ("label_agreement", "cohen_kappa")
+    elif _kind_of(metrics) is not None:
+        headline_keys, floor_keys = _kind_of(metrics).HEADLINE, _kind_of(metrics).FLOOR
     else:
         headline_keys, floor_keys = _SCORE_HEADLINE, ("tier_agreement", "overall_mae", "mean_dimension_mae")
     lines = [title] if title else []
@@ -267,12 +264,10 @@ def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str]
     if gold:  # the same metrics against the golden answers: who is right, the student or the oracle?
         lines.append(f"on the {gold['n']} test items with gold:")
         lines.append(f"  {'metric':<26}" + "".join(f"{c.replace('_vs_', ' vs '):>20}" for c in _GOLD_COLUMNS))
-        for key in headline:
+        for key in headline_keys:
             if key != "n_test":
                 cells = [gold[c].get(key) for c in _GOLD_COLUMNS]
                 lines.append(f"  {key:<26}" + "".join(f"{'-' if v is None else v:>20}" for v in cells))
-
-
     for name, base in (metrics.get("baselines") or {}).items():
         lines.append(f"baseline {name}:")
         diff = metrics.get(f"student_minus_{name}") or {}
