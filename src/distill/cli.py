@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from distill import __version__
+from distill.cli_templates import templates
 from distill.errors import DistillError
 
 
@@ -98,6 +99,8 @@ def filters_show(name: str, version: str, root: str, schema: bool) -> None:
             click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
     else:
         click.echo(spec.summary())
+    if not spec.READS_CORPUS:  # a generate filter: no corpus, no prefilter rules
+        return
     p = spec.prefilter
     click.echo("\nprefilter:")
     click.echo(f"  min_words={p.min_words} max_words={p.max_words} min_english_share={p.min_english_share}")
@@ -125,7 +128,7 @@ def config_check(params_path: str, config_dir: str) -> None:
 
     load_dotenv()
     params = read_params(params_path)
-    problems = check_all(params, source=params_path)
+    problems = check_all(params, source=params_path) + _student_problems(params, params_path)
     try:
         root = FilterRef.model_validate(params.get("filter")).root
     except ValueError:  # already reported by check_all
@@ -137,6 +140,21 @@ def config_check(params_path: str, config_dir: str) -> None:
             click.echo(f"error: {p}", err=True)
         sys.exit(2)
     click.echo(f"{params_path}: ok")
+
+
+def _student_problems(params: dict, params_path: str) -> list[str]:
+    """The student cannot learn the filter's kind (sklearn and a generative task)."""
+    from distill.config import section
+    from distill.filterspec import load_filter_at
+    from distill.students import student_problem
+
+    try:
+        ref = section(params, "filter", params_path)
+        problem = student_problem(section(params, "student", params_path),
+                                  load_filter_at(ref.root, ref.name, ref.version))
+    except DistillError:  # reported by check_all
+        return []
+    return [problem] if problem else []
 
 
 @config.command("compose")
@@ -387,6 +405,8 @@ def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
         return None
     return names if set(names) == wanted else None
 
+
+main.add_command(templates)  # distill templates: in its own module (click only, no heavy import)
 
 if __name__ == "__main__":
     main()

@@ -37,20 +37,28 @@ def _tier(row: dict[str, Any]) -> str | None:
 def stratified_split(
     rows: list[dict[str, Any]], fractions: dict[str, float], seed: int,
     stratum: Callable[[dict[str, Any]], str | None] = _tier,
+    group: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each stratum (``stratum(row)``: the task's tier or label; one stratum when it gives None) split
-    by the fractions, in a seeded order that depends on neither the input order nor the other strata."""
+    by the fractions, in a seeded order that depends on neither the input order nor the other strata.
+    With ``group``, rows of one group (a generate task's topic: they share a prompt) go to the same
+    split, the fractions counting groups (a row whose group is None is a group of its own)."""
     by_tier: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["id"]):
         by_tier[stratum(row) or ""].append(row)
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for tier in sorted(by_tier):
-        group = by_tier[tier]
-        random.Random(f"{seed}:{tier}").shuffle(group)
-        counts = allocate(len(group), fractions)
-        out["test"].extend(group[: counts["test"]])
-        out["val"].extend(group[counts["test"] : counts["test"] + counts["val"]])
-        out["train"].extend(group[counts["test"] + counts["val"] :])
+        units: dict[tuple[str, Any], list[dict[str, Any]]] = {}  # in id order of their first row
+        for i, row in enumerate(by_tier[tier]):
+            key = group(row) if group is not None else None
+            units.setdefault(("row", i) if key is None else ("group", key), []).append(row)
+        order = list(units.values())
+        random.Random(f"{seed}:{tier}").shuffle(order)
+        counts = allocate(len(order), fractions)
+        bounds = {"test": (0, counts["test"]), "val": (counts["test"], counts["test"] + counts["val"]),
+                  "train": (counts["test"] + counts["val"], len(order))}
+        for s, (lo, hi) in bounds.items():
+            out[s].extend(row for unit in order[lo:hi] for row in unit)
     for s in SPLITS:
         random.Random(f"{seed}:{s}").shuffle(out[s])
     return out

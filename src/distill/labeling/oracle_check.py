@@ -292,7 +292,7 @@ def format_agreement(result: dict[str, Any]) -> str:
         "-" * 38,
     ]
     keys = ("tier_agreement", "cohen_kappa", "overall_mae", "mean_dimension_mae", "label_agreement",
-            "mean_jaccard")
+            "mean_jaccard", "chrf", "bleu")
     for key in keys:
         if key in result:
             lines.append(f"{key:<28}{show(result[key]):>10}")

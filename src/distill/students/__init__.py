@@ -52,7 +52,25 @@ def task_info(task: Any, scale_max: int = 10) -> dict[str, Any]:
         info.update(dimensions=task.dimension_names, scale_max=task.scale_max)
     elif task.kind == "classify":
         info.update(labels=task.label_names, multi_label=task.multi_label)
+    elif task.kind == "translate":
+        info.update(target_language=task.target_language, source_language=task.source_language)
+    elif task.kind == "generate":
+        # a generator samples: greedy decoding gives one item per prompt, and a topic's rows share a prompt
+        info.update(template=task.template, sample={"temperature": task.student_temperature, "top_p": 0.95}
+                    if task.student_temperature > 0 else None)
     return info
+
+
+def student_problem(cfg, task: Any) -> str | None:
+    """Why student ``cfg`` cannot learn ``task`` (None: it can); checked before any oracle request."""
+    from distill.students.sklearn_student import KINDS as SKLEARN_KINDS
+
+    kind = task_info(task)["kind"]
+    if cfg.kind == "sklearn" and kind not in SKLEARN_KINDS:
+        return (f"student=sklearn learns {' and '.join(SKLEARN_KINDS)} tasks; filter {getattr(task, 'name', '')} is "
+                f"a {kind} task, which needs a generative student: use student=lora "
+                f"(`dvc exp run -S student=lora`, or `- override /student: lora` in conf/project.yaml)")
+    return None
 
 
 def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: str | Path,
@@ -60,6 +78,9 @@ def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: s
     """Train the student ``cfg`` describes for ``task`` (a task, or a score task's dimension names with
     ``scale_max``) and save it under ``out_dir``; return training metrics."""
     info = task_info(task, scale_max)
+    problem = student_problem(cfg, task)
+    if problem:
+        raise ConfigError(problem)
     if cfg.kind == "sklearn":
         from distill.students.sklearn_student import train as train_sklearn
 

@@ -179,8 +179,9 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
 
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any], schema: dict[str, Any] | None,
             batch_size: int = 4) -> list[dict[str, Any]]:
-    """Greedy generation on each example's prompt, validated against the task's schema: an answer that
-    fails it gets ``answer=None`` (and ``scores=None`` for a score task) with the reason."""
+    """Greedy generation (seeded sampling for a generate task) on each example's prompt, validated against
+    the task's schema: an answer that fails it gets ``answer=None`` (and ``scores=None`` for a score task)
+    with the reason."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -195,6 +196,10 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
     schema = schema or task.get("schema")
     dims = task.get("dimensions") or []
+    sample = task.get("sample")  # a generate task's student samples (seeded: a rerun writes the same items)
+    decoding = {"do_sample": True, **sample} if sample else {"do_sample": False}
+    if sample:
+        torch.manual_seed(cfg["seed"])
     out = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -205,7 +210,7 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
             generated = model.generate(
                 **enc,
                 max_new_tokens=cfg["max_new_tokens"],
-                do_sample=False,
+                **decoding,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )

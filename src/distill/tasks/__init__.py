@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from distill.tasks.base import PrefilterRules, Task
 from distill.tasks.classify import ClassifyTask
+from distill.tasks.generate import GenerateTask
 from distill.tasks.score import ScoreTask
+from distill.tasks.translate import TranslateTask
 
 KINDS: dict[str, type[Task]] = {
     "score": ScoreTask,
     "classify": ClassifyTask,
+    "translate": TranslateTask,
+    "generate": GenerateTask,
 }
 
-__all__ = ["KINDS", "ClassifyTask", "PrefilterRules", "ScoreTask", "Task"]
+__all__ = ["KINDS", "ClassifyTask", "GenerateTask", "PrefilterRules", "ScoreTask", "Task", "TranslateTask"]
