@@ -61,9 +61,9 @@ class GenerationTemplate(Strict):
             except SchemaError as e:
                 problems.append(f"schema is not a valid JSON schema: {e.message}")
             else:
-                errors = list(Draft202012Validator(self.item_schema).iter_errors(self.example))
-                if errors:
-                    problems.append(f"example does not satisfy the schema: {errors[0].message}")
+                for err in Draft202012Validator(self.item_schema).iter_errors(self.example):
+                    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+                    problems.append(f"example does not satisfy the schema: at {where}: {err.message}")
             unknown = [f for f in self.dedup_fields if f not in self.item_schema["properties"]]
             if unknown:
                 problems.append(f"dedup_fields {unknown} are not properties of the schema "
