@@ -13,12 +13,6 @@ from distill.students import predict, read_manifest, train_student
 SPEC = load_filter("filters/sustainability_tech_deployment/v1")
 DIMS = SPEC.dimension_names
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def _example(i: int, topic: str, score: int) -> dict:
     label = {d: score for d in DIMS} | {"reasoning": f"about {topic}"}
     overall, tier = SPEC.score({d: score for d in DIMS})
@@ -75,55 +69,10 @@ def tiny_base(tmp_path_factory):
     """A 2-layer Qwen2 with a BPE tokenizer trained here, pretrained for a few seconds on chats in the
     answer format with random scores: it writes the format but does not know the task. No download."""
     pytest.importorskip("torch")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from tests.tiny_lm import build_tiny_base
 
-    root = tmp_path_factory.mktemp("tiny-base")
     texts = [m["content"] for e in _dataset(40) for m in e["messages"]]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts * 5, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        eos_token="<|im_end|>",
-        pad_token="<pad>",
-        bos_token=None,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(root)
-    config = Qwen2Config(
-        vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = fast(_random_score_chats(48), return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    for _ in range(300):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(root)
-    return str(root)
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"), texts, _random_score_chats(48))
 
 
 @pytest.mark.slow

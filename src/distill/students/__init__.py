@@ -101,8 +101,11 @@ def predict(model_dir: str | Path, examples: list[dict], task: Any = None) -> li
         return predict_sklearn(model_dir, examples, manifest)
     if manifest["kind"] == "lora":
         schema = task if isinstance(task, dict) else (task.json_schema if task is not None else None)
+        # how to decode is the task's now (a generate filter's student_temperature), else as trained
+        sample = (task_info(task) if hasattr(task, "kind") else manifest.get("task") or {}).get("sample")
         return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
-                               model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema)
+                               model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema,
+                               sample=sample)
     raise ConfigError(f"{model_dir}: unknown student kind {manifest['kind']!r}")
 
 

@@ -178,7 +178,7 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
 
 
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any], schema: dict[str, Any] | None,
-            batch_size: int = 4) -> list[dict[str, Any]]:
+            batch_size: int = 4, sample: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Greedy generation (seeded sampling for a generate task) on each example's prompt, validated against
     the task's schema: an answer that fails it gets ``answer=None`` (and ``scores=None`` for a score task)
     with the reason."""
@@ -196,7 +196,7 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
     schema = schema or task.get("schema")
     dims = task.get("dimensions") or []
-    sample = task.get("sample")  # a generate task's student samples (seeded: a rerun writes the same items)
+    # a generate task's student samples (seeded: a rerun writes the same items)
     decoding = {"do_sample": True, **sample} if sample else {"do_sample": False}
     if sample:
         torch.manual_seed(cfg["seed"])
