@@ -48,7 +48,7 @@ def _split(tmp_path: Path, parts: dict[str, list[dict]]) -> Path:
 def _translate_row(i: int, gold: bool = False) -> dict:
     (en, de), city = THINGS[i % 4], CITIES[i % 6]
     record = {"id": f"tr-{i}", "title": f"New {en} in {city}", "text": f"The {en} in {city} opens."}
-    translation = f"Neuer {de} in {city}\n\nDer {de} in {city} öffnet."
+    translation = f"Neuer {de} in {city}. Der {de} in {city} öffnet."  # one line: a tiny model loops on \n
     row = {"id": record["id"], **TRANSLATE.labelled({"translation": translation}),
            "messages": [*TRANSLATE.render(record), {"role": "assistant",
                                                      "content": json.dumps({"translation": translation})}]}
@@ -62,13 +62,13 @@ def translate_base(tmp_path_factory):
     rows = [_translate_row(i) for i in range(24)]
     rng = random.Random(1)
     chats = []
-    for r in rows:  # the format with shuffled words: the model learns the shape, not the task
+    for r in rows:  # short chats in the answer format, words shuffled: the shape, not the task (and cheap)
         words = r["translation"].split()
         rng.shuffle(words)
-        chats.append(chat_text([*r["messages"][:2], {"role": "assistant",
-                                                     "content": json.dumps({"translation": " ".join(words)})}]))
+        chats.append(chat_text([{"role": "user", "content": r["messages"][1]["content"].splitlines()[-3]},
+                                {"role": "assistant", "content": json.dumps({"translation": " ".join(words)})}]))
     texts = [m["content"] for r in rows for m in r["messages"]]
-    return build_tiny_base(tmp_path_factory.mktemp("tiny-translate"), texts, chats, steps=150)
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-translate"), texts, chats, steps=150, threads=1)
 
 
 def test_lora_student_on_a_translate_task(tmp_path, translate_base):
@@ -122,13 +122,14 @@ def generate_base(tmp_path_factory):
     rows = [_generate_row(t, k) for t in TOPICS for k in range(4)]
     rng = random.Random(2)
     chats = []
-    for r in rows:
+    for r in rows:  # short chats in the answer format, words shuffled
         words = r["label"]["question"].split()
         rng.shuffle(words)
         item = {"question": " ".join(words), "answer": r["label"]["answer"]}
-        chats.append(chat_text([*r["messages"][:2], {"role": "assistant", "content": json.dumps(item)}]))
+        chats.append(chat_text([{"role": "user", "content": f"Topic: {r['topic']}"},
+                                {"role": "assistant", "content": json.dumps(item)}]))
     texts = [m["content"] for r in rows for m in r["messages"]]
-    return build_tiny_base(tmp_path_factory.mktemp("tiny-generate"), texts, chats, steps=150)
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-generate"), texts, chats, steps=150, threads=1)
 
 
 def _strip(row: dict) -> dict:
