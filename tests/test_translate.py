@@ -159,3 +159,20 @@ def test_labelling_energy_headlines_reasks_unchanged_fails_blank_and_checks_gold
     assert invalid[c["title"]]["reason"] == "task" and len(invalid[c["title"]]["attempts"]) == 3
     assert all("empty" in at["detail"] for at in invalid[c["title"]]["attempts"])
     assert stats["requests"] == srv.count == 1 + 2 + 3 + 1
+
+
+def test_distill_report_prints_the_translate_headline_and_floor(tmp_path):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    metrics = {"student": "lora", "n_test": 2, "valid_json_share": 0.5, "chrf": 39.2045, "bleu": 0.0,
+               "chrf_gold": None, "bleu_gold": None, "oracle_floor": {"chrf": 90.1, "bleu": 70.2}}
+    (tmp_path / "eval.json").write_text(json.dumps(metrics))
+    result = CliRunner().invoke(main, ["report", "--metrics", str(tmp_path / "eval.json"),
+                                       "--params", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[3:]]
+    assert rows == [["n_test", "2"], ["valid_json_share", "0.5"], ["chrf", "39.2045"], ["bleu", "0.0"],
+                    ["chrf_gold", "-"], ["bleu_gold", "-"], ["oracle", "vs", "oracle", "(floor):"],
+                    ["chrf", "90.1"], ["bleu", "70.2"]]

@@ -38,6 +38,8 @@ def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str]
         floor_keys = spec.FLOOR
     elif "per_label" in metrics:
         headline, floor_keys = _CLASSIFY_HEADLINE, ("label_agreement", "cohen_kappa")
+    elif (kind := _other_kind(metrics)) is not None:  # translate, generate...: the kind whose headline it has
+        headline, floor_keys = kind.HEADLINE, kind.FLOOR
     else:
         headline, floor_keys = _SCORE_HEADLINE, ("tier_agreement", "overall_mae", "mean_dimension_mae")
     lines = [title] if title else []
@@ -64,3 +66,11 @@ def format_table(metrics: dict[str, Any], title: str = "", dimensions: list[str]
             v = floor.get(key)
             lines.append(f"  {key:<26}{'-' if v is None else v:>10}")
     return "\n".join(lines)
+
+
+def _other_kind(metrics: dict[str, Any]):
+    """The task kind (besides score and classify) whose headline metrics are all in ``metrics``, if any."""
+    from distill.tasks import KINDS
+
+    return next((cls for name, cls in KINDS.items() if name not in ("score", "classify")
+                 and all(k in metrics for k in cls.HEADLINE)), None)
