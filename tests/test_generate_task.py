@@ -222,3 +222,36 @@ def test_load_at_checks_the_folder_of_a_generate_filter_too(tmp_path):
     (folder / "README.md").unlink()
     with pytest.raises(FilterSpecError, match="README.md is missing"):
         load_filter_at(tmp_path / "filters", "home_energy_qa", "v1")
+
+
+@pytest.mark.parametrize("command, message", [
+    (["estimate"], "its requests depend on its answers"),
+    (["oracle-check"], "no records two oracles could both answer"),
+])
+def test_commands_that_need_a_corpus_say_a_generate_filter_has_none(tmp_path, monkeypatch, command, message):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+    from distill.params import compose
+
+    shutil.copytree(ROOT / "filters", tmp_path / "filters")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose(ROOT / "conf", ["filter=home_energy_qa"])))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and message in result.output and "home_energy_qa is a generate task" in result.output
+
+
+def test_config_check_names_the_student_a_generate_filter_needs(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+    from distill.params import compose
+
+    shutil.copytree(ROOT / "filters", tmp_path / "filters")
+    monkeypatch.chdir(tmp_path)
+    for student, code in (("sklearn", 2), ("lora", 0)):
+        params = compose(ROOT / "conf", ["filter=home_energy_qa", f"student={student}"])
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        result = CliRunner().invoke(main, ["config", "check", "--config-dir", str(ROOT / "conf")])
+        assert result.exit_code == code, result.output
+        assert ("use student=lora" in result.output) == (student == "sklearn")

@@ -201,6 +201,9 @@ def oracle_check(
         cfg = cfg.model_copy(update={"sample_size": sample_size})
     ref = section(params, "filter")
     spec = load_filter_at(ref.root, ref.name, ref.version)
+    if not spec.READS_CORPUS:
+        raise ConfigError(f"filter {spec.name} is a {spec.KIND} task: it has no records two oracles could both "
+                          "answer, so there is no oracle floor to measure")
     first: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     second, how = second_oracle(first, cfg.second, config_dir)
