@@ -125,10 +125,11 @@ def config_check(params_path: str, config_dir: str) -> None:
     filters that no conf/filter/<name>.yaml selects."""
     from distill.config import FilterRef, check_all, load_dotenv, read_params
     from distill.filterspec import conf_problems
+    from distill.students import params_problems
 
     load_dotenv()
     params = read_params(params_path)
-    problems = check_all(params, source=params_path) + _student_problems(params, params_path)
+    problems = check_all(params, source=params_path) + params_problems(params, params_path)
     try:
         root = FilterRef.model_validate(params.get("filter")).root
     except ValueError:  # already reported by check_all
@@ -140,21 +141,6 @@ def config_check(params_path: str, config_dir: str) -> None:
             click.echo(f"error: {p}", err=True)
         sys.exit(2)
     click.echo(f"{params_path}: ok")
-
-
-def _student_problems(params: dict, params_path: str) -> list[str]:
-    """The student cannot learn the filter's kind (sklearn and a generative task)."""
-    from distill.config import section
-    from distill.filterspec import load_filter_at
-    from distill.students import student_problem
-
-    try:
-        ref = section(params, "filter", params_path)
-        problem = student_problem(section(params, "student", params_path),
-                                  load_filter_at(ref.root, ref.name, ref.version))
-    except DistillError:  # reported by check_all
-        return []
-    return [problem] if problem else []
 
 
 @config.command("compose")

@@ -28,84 +28,22 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill import jsonl
 from distill.config import LabelConfig
 from distill.errors import DistillError
-from distill.labeling.conversation import Conversation, schema_validator
+from distill.labeling.conversation import Conversation
 from distill.labeling.engine import BudgetReached, Labeler, TooManyProviderErrors, ordered_bounded_map
-from distill.merge import answer_hash, normalise, text_hash
+from distill.labeling.topics import Topic, distinct_subtopics, expansion_messages, expansion_schema
+from distill.merge import answer_hash, text_hash
 from distill.neardup import NearDuplicateIndex
 from distill.providers.base import ProviderError
 from distill.tasks.generate import GenerateTask
 from distill.validate import Invalid, check
 
 log = logging.getLogger("distill")
-
-TOPIC_SYSTEM = ("You organise a domain into topics for a synthetic training set: specific, distinct, and "
-                "together covering the domain. Reply with one JSON object and nothing else.")
-#: the topic of a tree of depth 0 (the domain itself)
-WHOLE_DOMAIN = "general"
-
-
-# ----------------------------------------------------------------------------- the topic tree
-@dataclass
-class Topic:
-    path: tuple[str, ...]
-    children: list[Topic] = field(default_factory=list)
-    #: None: expanded, or a leaf by design; else why it was not expanded
-    problem: str | None = None
-
-    @property
-    def name(self) -> str:
-        return " > ".join(self.path) or WHOLE_DOMAIN
-
-    def leaves(self) -> list[Topic]:
-        return [leaf for c in self.children for leaf in c.leaves()] if self.children else [self]
-
-    def lines(self, indent: int = 0) -> list[str]:
-        label = self.path[-1] if self.path else "(domain)"
-        note = f"  [not expanded: {self.problem}]" if self.problem else ""
-        return [f"{'  ' * indent}{label}{note}"] + [ln for c in self.children for ln in c.lines(indent + 1)]
-
-
-def expansion_messages(domain: str, path: tuple[str, ...], breadth: int) -> list[dict[str, str]]:
-    where = " > ".join(path)
-    ask = f'subtopics of "{path[-1]}" within this domain' if path else "subtopics of this domain"
-    user = (f"Domain: {domain}\nTopic: {where or '(the whole domain)'}\n\n"
-            f"List {breadth} distinct, specific {ask}, each a short phrase (at most eight words) that does "
-            f'not repeat the topic\'s own name.\n\nReply with one JSON object {{"subtopics": [...]}} holding '
-            f"{breadth} strings, and nothing else.")
-    return [{"role": "system", "content": TOPIC_SYSTEM}, {"role": "user", "content": user}]
-
-
-def expansion_schema(breadth: int) -> dict[str, Any]:
-    return {"type": "object", "properties": {"subtopics": {
-        "type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 120},
-        "minItems": breadth, "maxItems": breadth}}, "required": ["subtopics"], "additionalProperties": False}
-
-
-def _distinct_subtopics(schema: dict[str, Any], breadth: int):
-    validate_schema = schema_validator(schema)
-
-    def validate(text: str | None, finish_reason: str | None):
-        outcome = validate_schema(text, finish_reason)
-        if isinstance(outcome, Invalid):
-            return outcome
-        seen: dict[str, str] = {}
-        for name in outcome["subtopics"]:
-            key = normalise(name)
-            if not key:
-                return Invalid("task", f"subtopic {name!r} has no words; give {breadth} named subtopics")
-            if key in seen:
-                return Invalid("task", f"subtopic {name!r} repeats {seen[key]!r}; give {breadth} different ones")
-            seen[key] = name
-        return outcome
-
-    return validate
 
 
 def _items_envelope(text: str | None, finish_reason: str | None):
@@ -182,7 +120,7 @@ class Generator:
         try:
             conversation, _, _ = await self._walk(f"topics:{node.name}",
                                                   expansion_messages(self.spec.domain, node.path, breadth),
-                                                  schema, _distinct_subtopics(schema, breadth))
+                                                  schema, distinct_subtopics(schema, breadth))
         except BudgetReached:
             node.problem = "the budget stopped the job"
             return

@@ -73,6 +73,21 @@ def student_problem(cfg, task: Any) -> str | None:
     return None
 
 
+def params_problems(params: dict[str, Any], source: str = "params.yaml") -> list[str]:
+    """``student_problem`` for the filter and student ``params`` name (``distill config check``); []
+    when either does not load (``check_all`` reports that)."""
+    from distill.config import section
+    from distill.errors import DistillError
+    from distill.filterspec import load_filter_at
+
+    try:
+        ref = section(params, "filter", source)
+        problem = student_problem(section(params, "student", source), load_filter_at(ref.root, ref.name, ref.version))
+    except DistillError:
+        return []
+    return [problem] if problem else []
+
+
 def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: str | Path,
                   scale_max: int = 10) -> dict[str, Any]:
     """Train the student ``cfg`` describes for ``task`` (a task, or a score task's dimension names with
