@@ -255,3 +255,27 @@ def test_config_check_names_the_student_a_generate_filter_needs(tmp_path, monkey
         result = CliRunner().invoke(main, ["config", "check", "--config-dir", str(ROOT / "conf")])
         assert result.exit_code == code, result.output
         assert ("use student=lora" in result.output) == (student == "sklearn")
+
+
+def test_templates_list_and_show_built_in_and_custom_templates(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    folder = _filter_copy(tmp_path)
+    (folder / "mine.yaml").write_text(yaml.safe_dump(_template(description="our own QA pairs")))
+    (folder / "broken.yaml").write_text(yaml.safe_dump({**_template(), "name": "broken", "user_prompt": "no topic"}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["templates", "list"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()}
+    assert sorted(rows) == sorted([*BUILTINS, "mine", "broken"])
+    assert rows["reasoning"].endswith("(built-in)") and "our own QA pairs" in rows["mine"]
+    assert str(Path("filters/home_energy_qa/v1/mine.yaml")) in rows["mine"] and "INVALID" in rows["broken"]
+
+    shown = CliRunner().invoke(main, ["templates", "show", "tool_trace"]).output
+    assert '"tool_calls"' in shown and "the student is asked:" in shown and "Topic: <topic>" in shown
+    assert "Write 1 new request(s)" in shown.split("the student is asked:")[1]
+    assert CliRunner().invoke(main, ["templates", "show", "mine"]).output.startswith("mine: our own QA pairs")
+    missing = CliRunner().invoke(main, ["templates", "show", "nope"])
+    assert missing.exit_code == 2 and "generation template 'nope' not found" in missing.output
