@@ -143,13 +143,14 @@ def test_lora_student_on_a_generate_task_samples_distinct_items(tmp_path, genera
     train = [_strip(_generate_row(t, k)) for t in TOPICS[:4] for k in range(6)]
     test = [_strip(_generate_row(TOPICS[4], k)) for k in range(4)]  # an unseen topic, one prompt four times
     split_dir = _split(tmp_path, {"train": train, "val": [], "test": test})
-    m = pipeline.train(TrainConfig(output_dir=str(tmp_path / "model")), _lora(generate_base), GENERATE, split_dir,
-                       metrics_dir=tmp_path)
+    spec = GENERATE.model_copy(update={"student_temperature": 0.5})
+    m = pipeline.train(TrainConfig(output_dir=str(tmp_path / "model")), _lora(generate_base, max_steps=60), spec,
+                       split_dir, metrics_dir=tmp_path)
     assert m["last_step_loss"] < m["first_step_loss"]
-    ev = pipeline.evaluate(EvaluateConfig(output_dir=str(tmp_path / "eval")), GENERATE, split_dir,
+    ev = pipeline.evaluate(EvaluateConfig(output_dir=str(tmp_path / "eval")), spec, split_dir,
                            tmp_path / "model", metrics_dir=tmp_path)
     predictions = list(read_jsonl(tmp_path / "eval" / "predictions.jsonl"))
-    texts = [GENERATE.item_text(p["answer"]) for p in predictions if p["answer"] is not None]
+    texts = [spec.item_text(p["answer"]) for p in predictions if p["answer"] is not None]
     assert ev["n_test"] == 4 and ev["valid_json_share"] == round(len(texts) / 4, 4) and texts
     assert ev["distinct_share"] == round(len({text_hash(t) for t in texts}) / len(texts), 4)
     assert ev["distinct_2"] == distinct_ngrams(texts, 2)
@@ -157,5 +158,5 @@ def test_lora_student_on_a_generate_task_samples_distinct_items(tmp_path, genera
     assert ev["test_topics"] == 1
     # sampling: one prompt, several different items; greedy (student_temperature 0): one item, four times
     assert len({p["raw"] for p in predictions}) >= 2
-    greedy = predict(tmp_path / "model", test, GENERATE.model_copy(update={"student_temperature": 0.0}))
+    greedy = predict(tmp_path / "model", test, spec.model_copy(update={"student_temperature": 0.0}))
     assert len({p["raw"] for p in greedy}) == 1
