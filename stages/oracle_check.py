@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from distill import jsonl
+from distill import jsonl, pipeline
 from distill.config import section
 from distill.labeling.oracle_check import check_config, oracle_check
 from distill.stage import stage
@@ -15,6 +15,11 @@ OUTPUT = Path("metrics/oracle_agreement.json")
 def main(params):
     if not check_config(params).enabled:
         jsonl.write_json(OUTPUT, {"measured": False, "reason": "oracle_check.enabled is false"})
+        return
+    spec = pipeline.filter_spec(section(params, "filter"))
+    if not spec.READS_CORPUS:
+        jsonl.write_json(OUTPUT, {"measured": False, "reason": f"filter {spec.name} is a {spec.KIND} task: it has "
+                                  "no records two oracles could both answer"})
         return
     passed = Path(section(params, "prefilter").output_dir) / "passed.jsonl"
     test = Path(section(params, "split").output_dir) / "test.jsonl"

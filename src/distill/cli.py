@@ -11,6 +11,7 @@ import click
 
 from distill import __version__
 from distill.cli_student import chat, infer
+from distill.cli_templates import templates
 from distill.errors import DistillError
 
 
@@ -99,6 +100,8 @@ def filters_show(name: str, version: str, root: str, schema: bool) -> None:
             click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
     else:
         click.echo(spec.summary())
+    if not spec.READS_CORPUS:  # a generate filter: no corpus, no prefilter rules
+        return
     p = spec.prefilter
     click.echo("\nprefilter:")
     click.echo(f"  min_words={p.min_words} max_words={p.max_words} min_english_share={p.min_english_share}")
@@ -123,10 +126,11 @@ def config_check(params_path: str, config_dir: str) -> None:
     filters that no conf/filter/<name>.yaml selects."""
     from distill.config import FilterRef, check_all, load_dotenv, read_params
     from distill.filterspec import conf_problems
+    from distill.students import params_problems
 
     load_dotenv()
     params = read_params(params_path)
-    problems = check_all(params, source=params_path)
+    problems = check_all(params, source=params_path) + params_problems(params, params_path)
     try:
         root = FilterRef.model_validate(params.get("filter")).root
     except ValueError:  # already reported by check_all
@@ -399,7 +403,7 @@ def _register_data_commands() -> None:
 _register_data_commands()
 main.add_command(infer)
 main.add_command(chat)
-
+main.add_command(templates)  # distill templates: in its own module (click only, no heavy import)
 
 if __name__ == "__main__":
     main()

@@ -78,7 +78,7 @@ class Predictor:
 
     def _start(self) -> None:
         from distill.isolation import package_version
-        from distill.students import TORCH_HINT
+        from distill.students import TORCH_HINT, task_info
 
         ours, theirs = multiprocessing.get_context("spawn").Pipe()
 
@@ -88,7 +88,8 @@ class Predictor:
             try:
                 call_isolated("distill.inference:serve", runtime=f"torch {package_version('torch')}",
                               doing="answering with the LoRA student", hint=TORCH_HINT, conn=theirs,
-                              model_dir=str(self.model_dir), manifest=self.manifest, schema=self.task.json_schema)
+                              model_dir=str(self.model_dir), manifest=self.manifest, schema=self.task.json_schema,
+                              sample=task_info(self.task).get("sample"))
             except BaseException as e:  # noqa: BLE001 - handed to the caller of __call__
                 self._error = e
             finally:
@@ -108,13 +109,14 @@ class Predictor:
             self._conn = None
 
 
-def serve(conn, model_dir: str, manifest: dict[str, Any], schema: dict[str, Any]) -> None:
+def serve(conn, model_dir: str, manifest: dict[str, Any], schema: dict[str, Any],
+          sample: dict[str, float] | None = None) -> None:
     """The child's loop: a batch of examples in, its predictions out, until ``None`` (the model is
-    loaded once, by the first batch)."""
+    loaded once, by the first batch; ``sample``: a generate task's seeded sampling)."""
     from distill.students import lora
 
     while (examples := conn.recv()) is not None:
-        conn.send(lora.predict(model_dir, examples, manifest, schema))
+        conn.send(lora.predict(model_dir, examples, manifest, schema, sample=sample))
 
 
 def _parts(info: dict[str, Any]) -> str:

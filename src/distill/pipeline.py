@@ -66,6 +66,8 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     from distill.sources import CorpusStream
     from distill.sources.snapshot import SnapshotWriter
 
+    if not spec.READS_CORPUS:
+        return _no_corpus(cfg, spec, metrics_dir)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     stream = CorpusStream(cfg)
@@ -136,6 +138,23 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         raise InputError(_nothing_read(cfg, stream, out))
     if not passed_n:
         raise InputError(_nothing_passed(spec, by_reason, out))
+    return metrics
+
+
+def _no_corpus(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path) -> dict[str, Any]:
+    """A generate filter reads no corpus (its topics come from the oracle, or ``topics.seeds`` in the
+    filter): the stage writes empty outputs, so the graph stays the same, and says so in its metrics."""
+    out = Path(cfg.output_dir)
+    for name in PREFILTER_OUTPUTS[:3]:
+        jsonl.write_jsonl(out / name, [])
+    (out / "source_snapshot.jsonl").unlink(missing_ok=True)
+    note = (f"filter {spec.name} is a {spec.KIND} task: it reads no corpus, so prefilter.input is not read "
+            "and the label stage writes the data")
+    metrics = {"rows_read": 0, "quarantined": 0, "quarantine_reasons": {}, "records": 0, "passed": 0, "blocked": 0,
+               "blocked_by_reason": {}, "pass_rate": 0.0, "missing_columns": {}, "synthesised_ids": 0,
+               "seconds": 0.0, "skipped": note}
+    jsonl.write_json(metrics_dir / "prefilter.json", metrics)
+    log.info("prefilter: %s", note)
     return metrics
 
 
@@ -229,6 +248,10 @@ def label(
     from distill.labeling.progress import Progress
     from distill.providers.prices import budget_problem
 
+    if not spec.READS_CORPUS:  # a generate filter: the job writes the rows itself (distill.labeling.generate)
+        from distill.labeling.generate import generate
+
+        return generate(label_cfg, oracle_cfg, spec, metrics_dir, provider)
     input_path = _require(input_path, "run the prefilter stage first")
     problem = budget_problem(oracle_cfg, label_cfg.budget_usd)
     if problem:  # before any request: a cap on dollars needs a price
@@ -427,7 +450,7 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
     shingles) form clusters, and a cluster goes to one split; the pairs that still straddle splits are
     counted in the metrics (``near_duplicate_leaks``), and fail the stage with ``on_violation: fail``."""
     from distill.dedup.clusters import components, cross_split, near_pairs
-    from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
+    from distill.split import SPLITS, balance_report, leakage, same_group_links, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
     if len(rows) < 3:
@@ -435,7 +458,10 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
     mh, lk = (dedup or DedupConfig()).minhash, cfg.leakage
     pairs = near_pairs([r["text"] for r in rows], lk.threshold, mh.shingle_words, mh.num_perm, mh.seed, mh.backend)
     cluster = components(len(rows), pairs)
-    groups = {r["id"]: rows[c]["id"] for r, c in zip(rows, cluster)} if lk.group_clusters else None
+    # the units the split keeps whole: near-duplicate clusters (when asked) joined with the task's groups
+    # (a generate topic, whose rows share one prompt)
+    links = (pairs if lk.group_clusters else []) + same_group_links(rows, spec.group)
+    groups = {r["id"]: rows[c]["id"] for r, c in zip(rows, components(len(rows), links))} if links else None
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
     parts = stratified_split(rows, fractions, cfg.seed, spec.stratum, groups)
     report = balance_report(parts, spec.strata(), cfg.balance.min_share, cfg.balance.max_share, spec.stratum,

@@ -66,6 +66,19 @@ def stratified_split(
     return out
 
 
+def same_group_links(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str | None]
+                     ) -> list[tuple[int, int, float]]:
+    """Pairs (first row of the group, row, 1.0) joining the rows of each group (``group(row)``; None: a
+    row on its own), in the shape of near-duplicate pairs, so both can feed one connected-components pass."""
+    first: dict[str, int] = {}
+    links = []
+    for i, row in enumerate(rows):
+        key = group(row)
+        if key is not None and first.setdefault(key, i) != i:
+            links.append((first[key], i, 1.0))
+    return links
+
+
 #: what a split row carries besides id and messages: the task's computed label fields, and gold
 _CARRIED = ("tier", "overall", "scores", "labels", "gold", "gold_agrees")
 

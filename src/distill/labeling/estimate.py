@@ -191,6 +191,10 @@ def estimate(
         raise ConfigError("--output-factor must be positive")
     ref = section(params, "filter")
     spec = load_filter_at(ref.root, ref.name, ref.version)
+    if not spec.READS_CORPUS:
+        raise ConfigError(f"filter {spec.name} is a {spec.KIND} task: its requests depend on its answers "
+                          "(duplicates and invalid items ask again), so they cannot be counted before it runs; "
+                          "cap its spend with label.budget_usd, which stops it resumably")
     oracle_cfg: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     if input_path is None:

@@ -187,6 +187,9 @@ def oracle_check(
         cfg = cfg.model_copy(update={"sample_size": sample_size})
     ref = section(params, "filter")
     spec = load_filter_at(ref.root, ref.name, ref.version)
+    if not spec.READS_CORPUS:
+        raise ConfigError(f"filter {spec.name} is a {spec.KIND} task: it has no records two oracles could both "
+                          "answer, so there is no oracle floor to measure")
     first: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     second, how = second_oracle(first, cfg.second, config_dir)
@@ -288,7 +291,8 @@ def format_agreement(result: dict[str, Any]) -> str:
         "-" * 38,
     ]
     keys = ("tier_agreement", "cohen_kappa", "overall_mae", "mean_dimension_mae", "label_agreement",
-            "mean_jaccard", "exact_f1", "partial_f1", "exact_macro_f1", "partial_macro_f1", "answer_agreement")
+            "mean_jaccard", "exact_f1", "partial_f1", "exact_macro_f1", "partial_macro_f1", "answer_agreement",
+            "chrf", "bleu")
     for key in keys:
         if key in result:
             lines.append(f"{key:<28}{show(result[key]):>10}")

@@ -56,7 +56,40 @@ def task_info(task: Any, scale_max: int = 10) -> dict[str, Any]:
         info.update(entity_types=task.type_names, fields=list(task.fields))
     elif task.kind == "answer":  # records may bring their own schema: predict validates each against it
         info.update(answer_field=task.answer_field, compare=task.compare, reasoning=task.reasoning)
+    elif task.kind == "translate":
+        info.update(target_language=task.target_language, source_language=task.source_language)
+    elif task.kind == "generate":
+        # a generator samples: greedy decoding gives one item per prompt, and a topic's rows share a prompt
+        info.update(template=task.template, sample={"temperature": task.student_temperature, "top_p": 0.95}
+                    if task.student_temperature > 0 else None)
     return info
+
+
+def student_problem(cfg, task: Any) -> str | None:
+    """Why student ``cfg`` cannot learn ``task`` (None: it can); checked before any oracle request."""
+    from distill.students.sklearn_student import KINDS as SKLEARN_KINDS
+
+    kind = task_info(task)["kind"]
+    if cfg.kind == "sklearn" and kind not in SKLEARN_KINDS:
+        return (f"student=sklearn learns {' and '.join(SKLEARN_KINDS)} tasks; filter {getattr(task, 'name', '')} is "
+                f"a {kind} task, which needs a generative student: use student=lora "
+                f"(`dvc exp run -S student=lora`, or `- override /student: lora` in conf/project.yaml)")
+    return None
+
+
+def params_problems(params: dict[str, Any], source: str = "params.yaml") -> list[str]:
+    """``student_problem`` for the filter and student ``params`` name (``distill config check``); []
+    when either does not load (``check_all`` reports that)."""
+    from distill.config import section
+    from distill.errors import DistillError
+    from distill.filterspec import load_filter_at
+
+    try:
+        ref = section(params, "filter", source)
+        problem = student_problem(section(params, "student", source), load_filter_at(ref.root, ref.name, ref.version))
+    except DistillError:
+        return []
+    return [problem] if problem else []
 
 
 def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: str | Path,
@@ -64,6 +97,9 @@ def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: s
     """Train the student ``cfg`` describes for ``task`` (a task, or a score task's dimension names with
     ``scale_max``) and save it under ``out_dir``; return training metrics."""
     info = task_info(task, scale_max)
+    problem = student_problem(cfg, task)
+    if problem:
+        raise ConfigError(problem)
     if cfg.kind == "sklearn":
         from distill.students.sklearn_student import train as train_sklearn
 
@@ -87,8 +123,11 @@ def predict(model_dir: str | Path, examples: list[dict], task: Any = None) -> li
         if task is not None and not isinstance(task, dict):  # per example where records bring their own
             schemas = [task.schema_for(e) for e in examples]
             schema = schemas if any(s is not schema for s in schemas) else schema
+        # how to decode is the task's now (a generate filter's student_temperature), else as trained
+        sample = (task_info(task) if hasattr(task, "kind") else manifest.get("task") or {}).get("sample")
         return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
-                               model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema)
+                               model_dir=str(model_dir), examples=examples, manifest=manifest, schema=schema,
+                               sample=sample)
     raise ConfigError(f"{model_dir}: unknown student kind {manifest['kind']!r}")
 
 

@@ -196,10 +196,11 @@ def _generation_model(adapter: str, base_model: str, stamp: int):
 
 
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
-            schema: dict[str, Any] | list[dict[str, Any]] | None, batch_size: int = 4) -> list[dict[str, Any]]:
-    """Greedy generation on each example's prompt, validated against the task's schema (or a list of one
-    schema per example): an answer that fails it gets ``answer=None`` (and ``scores=None`` for a score
-    task) with the reason."""
+            schema: dict[str, Any] | list[dict[str, Any]] | None, batch_size: int = 4,
+            sample: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Greedy generation (seeded sampling for a generate task) on each example's prompt, validated against
+    the task's schema (or a list of one schema per example): an answer that fails it gets ``answer=None``
+    (and ``scores=None`` for a score task) with the reason."""
     import torch
 
     cfg = manifest["config"]
@@ -209,6 +210,10 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     schema = schema or task.get("schema")
     schemas = schema if isinstance(schema, list) else [schema] * len(examples)
     dims = task.get("dimensions") or []
+    # a generate task's student samples (seeded: a rerun writes the same items)
+    decoding = {"do_sample": True, **sample} if sample else {"do_sample": False}
+    if sample:
+        torch.manual_seed(cfg["seed"])
     out = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -219,7 +224,7 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
             generated = model.generate(
                 **enc,
                 max_new_tokens=cfg["max_new_tokens"],
-                do_sample=False,
+                **decoding,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )

@@ -11,13 +11,18 @@ from distill.tasks.answer import AnswerTask
 from distill.tasks.base import PrefilterRules, Task
 from distill.tasks.classify import ClassifyTask
 from distill.tasks.extract import ExtractTask
+from distill.tasks.generate import GenerateTask
 from distill.tasks.score import ScoreTask
+from distill.tasks.translate import TranslateTask
 
 KINDS: dict[str, type[Task]] = {
     "score": ScoreTask,
     "classify": ClassifyTask,
     "extract": ExtractTask,
     "answer": AnswerTask,
+    "translate": TranslateTask,
+    "generate": GenerateTask,
 }
 
-__all__ = ["KINDS", "AnswerTask", "ClassifyTask", "ExtractTask", "PrefilterRules", "ScoreTask", "Task"]
+__all__ = ["KINDS", "AnswerTask", "ClassifyTask", "ExtractTask", "GenerateTask", "PrefilterRules", "ScoreTask", "Task",
+           "TranslateTask"]

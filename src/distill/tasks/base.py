@@ -72,6 +72,8 @@ class Task(Strict):
     INTERVALS: ClassVar[dict[str, str]] = {}
     #: the name of the kind's constant predictor (:meth:`constant_prediction`): "mean", "majority"
     CONSTANT: ClassVar[str] = ""
+    #: False for a kind that labels no corpus (generate: the label stage writes the data itself)
+    READS_CORPUS: ClassVar[bool] = True
 
     kind: str
     name: str
@@ -87,6 +89,11 @@ class Task(Strict):
     @classmethod
     def template_fields(cls) -> frozenset[str]:
         return BASE_TEMPLATE_FIELDS | cls.TEMPLATE_FIELDS
+
+    def load_prompts(self, folder: Path) -> Task | None:
+        """The task with its prompts loaded from ``folder`` (the filter's), for a kind whose prompts are
+        not a template file next to ``filter.yaml``; None (the default): the loader reads ``template``."""
+        return None
 
     # ----------------------------------------------------------------- the prompt
     def template_values(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +148,11 @@ class Task(Strict):
 
     def stratum(self, row: dict[str, Any]) -> str | None:
         """What the split stratifies ``row`` on (None: no strata)."""
+        return None
+
+    def group(self, row: dict[str, Any]) -> str | None:
+        """Rows of one group go to the same split (generate: a topic, whose rows share one prompt);
+        None: each row on its own."""
         return None
 
     # ----------------------------------------------------------------- gold and evaluation
