@@ -73,25 +73,34 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     by_reason: Counter[str] = Counter()
     sampler = _BlockedSampler(cfg.blocked_sample_size)
     snapshot = None
-    deduper = Deduper(dedup or DedupConfig())
+    dedup = dedup or DedupConfig()
+    deduper = Deduper(dedup)
+    engine = None
     try:
+        if cfg.engine == "ray":  # the rules and each record's dedup features on Ray; the same decisions here
+            from distill.scale.ray_prefilter import RayPrefilter
+
+            engine = RayPrefilter(cfg.ray, spec.prefilter, dedup)
         with (AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine,
               AtomicWriter(out / "duplicates.jsonl") as dupes):
             stream.on_quarantine = quarantine.write
             if stream.snapshots:
                 snapshot = SnapshotWriter(out / "source_snapshot.jsonl")
                 stream.on_source_row = snapshot.write
+            judged = (engine.judged(stream.batches()) if engine is not None else
+                      ((b, apply_rules(records_frame(b), spec.prefilter).to_list(), None) for b in stream.batches()))
             with snapshot or contextlib.nullcontext():
-                for batch in stream.batches():
-                    decisions = apply_rules(records_frame(batch), spec.prefilter).to_list()
-                    survivors = []
-                    for record, decision in zip(batch, decisions):
+                for batch, decisions, features in judged:
+                    survivors, made = [], []
+                    for i, (record, decision) in enumerate(zip(batch, decisions)):
                         if decision == PASS:
                             survivors.append(record)
+                            if features is not None:
+                                made.append(features[i])
                         else:
                             by_reason[decision] += 1
                             sampler.offer(record, decision)
-                    for record, why in zip(survivors, deduper.batch(survivors)):
+                    for record, why in zip(survivors, deduper.batch(survivors, made if features is not None else None)):
                         if why is None:
                             passed.write(record)
                         else:  # the whole record, so nothing is lost, and why it went
@@ -105,6 +114,8 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         raise
     finally:
         deduper.close()
+        if engine is not None:
+            engine.close()
     if snapshot is None:
         (out / "source_snapshot.jsonl").unlink(missing_ok=True)
     by_reason = dict(sorted(by_reason.items()))
