@@ -231,6 +231,18 @@ class LabelConfig(Section):
     on_gold_mismatch: Literal["drop", "keep", "keep_gold"] = "keep"
     #: a teacher / bulk cascade (null: the configured oracle labels everything)
     cascade: CascadeConfig | None = None
+    #: sharded labelling (docs/scaling.md): the shard numbers 0 .. N-1 that the shard stage writes and
+    #: the label_shards stage (DVC foreach) labels one by one; null: the label stage labels everything
+    shards: list[int] | None = None
+    #: where the shard stage writes <shard>/passed.jsonl
+    shard_dir: str = "data/shards"
+
+    @model_validator(mode="after")
+    def _shard_numbers(self) -> LabelConfig:
+        if self.shards is not None and self.shards != list(range(len(self.shards))) or self.shards == []:
+            raise ValueError(f"label.shards must list the shard numbers 0 to N-1 in order, e.g. [0, 1, 2, 3] for "
+                             f"4 shards (or be null: no sharding), got {self.shards}")
+        return self
 
 
 class MergeConfig(Section):
