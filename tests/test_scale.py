@@ -137,6 +137,8 @@ def test_merge_reads_every_shard_and_refuses_a_missing_or_stale_one(tmp_path):
     assert [(r["id"], os.path.basename(r["label_file"])) for r in rows] == [
         ("a", "shard-0.jsonl"), ("b", "shard-0.jsonl"), ("c", "shard-1.jsonl"), ("d", "other-oracle.jsonl")]
     assert metrics["inputs"] == 3
+    with pytest.raises(ConfigError, match="merge needs the label stage's labels.jsonl, or label.shards"):
+        pipeline.merge(cfg, SPEC, None, metrics_dir=tmp_path)
     jsonl.write_jsonl(extra / "shard-2.jsonl", [_label_row("e", _text(5))])  # left by a 3-shard run
     for shards in ([0, 1], None):
         with pytest.raises(InputError, match=r"shard-2\.jsonl: shard label file\(s\) that label\.shards"):

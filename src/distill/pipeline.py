@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -377,20 +376,15 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path | None, metrics
     shards' ``shard-<i>.jsonl`` in ``merge.extra_dir`` are, and each must be there."""
     from distill.dedup import Deduper, dedup_stream
     from distill.merge import apply_reviews, rescore
+    from distill.scale.shard import label_files
 
-    extra = Path(cfg.extra_dir)
-    found = sorted(extra.glob("*.jsonl")) if extra.is_dir() else []
-    shard_files = [extra / f"shard-{i}.jsonl" for i in shards or []]
-    stale = [p for p in found if re.fullmatch(r"shard-\d+\.jsonl", p.name) and p not in shard_files]
-    if stale:  # a shard of another sharding would be merged as if it were another oracle's labels
-        raise InputError(f"{', '.join(map(str, stale))}: shard label file(s) that label.shards ({shards}) does not "
-                         "name, left by an earlier sharded run; delete them, or set label.shards to match")
     if shards:
-        inputs = [_require(p, f"run the label_shards stage (python stages/label.py --shard {p.stem[6:]})")
-                  for p in shard_files]
-        inputs += [p for p in found if p not in shard_files]
+        inputs = label_files(cfg.extra_dir, shards)
+    elif labels is None:
+        raise ConfigError("merge needs the label stage's labels.jsonl, or label.shards for the shards' label files")
     else:
-        inputs = [_require(labels, "run the label stage first"), *found]
+        extras = label_files(cfg.extra_dir, None)  # first: a stale shard's file is the likelier mistake
+        inputs = [_require(labels, "run the label stage first"), *extras]
     reviews = read_reviews(cfg.reviews, spec)
     counts: Counter[str] = Counter()
     matched: set[tuple[str, str]] = set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from distill.errors import ConfigError, InputError
@@ -67,3 +68,22 @@ def write_shards(input_path: str | Path, shard_dir: str | Path, shards: int) -> 
             if not any(stale.iterdir()):
                 stale.rmdir()
     return counts
+
+
+def label_files(extra_dir: str | Path, shards: list[int] | None) -> list[Path]:
+    """The label files the merge stage reads from ``merge.extra_dir``: with ``shards``, each shard's
+    ``shard-<i>.jsonl`` (every one required) and then the others; without, all of them, sorted. A
+    ``shard-<n>.jsonl`` that ``shards`` does not name (left by an earlier run with more shards, or by a
+    sharded run when labelling is no longer sharded) is refused: it would be merged as another oracle's."""
+    extra = Path(extra_dir)
+    found = sorted(extra.glob("*.jsonl")) if extra.is_dir() else []
+    wanted = [extra / f"shard-{i}.jsonl" for i in shards or []]
+    stale = [p for p in found if re.fullmatch(r"shard-\d+\.jsonl", p.name) and p not in wanted]
+    if stale:
+        raise InputError(f"{', '.join(map(str, stale))}: shard label file(s) that label.shards ({shards}) does not "
+                         "name, left by an earlier sharded run; delete them, or set label.shards to match")
+    for p in wanted:
+        if not p.is_file():
+            raise InputError(f"{p} not found: run the label_shards stage (python stages/label.py --shard "
+                             f"{p.stem.removeprefix('shard-')})")
+    return [*wanted, *(p for p in found if p not in wanted)]
