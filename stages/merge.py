@@ -1,4 +1,7 @@
-"""merge stage: combine label files, drop exact and near duplicates, recompute scores and tiers from the filter."""
+"""merge stage: combine label files, drop exact and near duplicates, recompute scores and tiers from the filter.
+
+With ``label.shards`` set it reads the shards' label files (``merge.extra_dir/shard-<i>.jsonl``) in place of
+the label stage's, docs/scaling.md."""
 
 from pathlib import Path
 
@@ -10,8 +13,9 @@ from distill.stage import stage
 @stage
 def main(params):
     spec = pipeline.filter_spec(section(params, "filter"))
-    labels = Path(section(params, "label").output_dir) / "labels.jsonl"
-    pipeline.merge(section(params, "merge"), spec, labels, dedup=section(params, "dedup"))
+    label = section(params, "label")
+    labels = None if label.shards else Path(label.output_dir) / "labels.jsonl"
+    pipeline.merge(section(params, "merge"), spec, labels, dedup=section(params, "dedup"), shards=label.shards)
 
 
 if __name__ == "__main__":

@@ -249,8 +249,9 @@ _PLACEHOLDER = re.compile(r"^(\.\.\.|[A-Z][A-Z_]*)$")
 
 
 def _readme_commands() -> list[str]:
-    """Every `dvc exp run ... -S ...` line of the README's code blocks, and every inline `-S ...` span."""
-    text = README.read_text(encoding="utf-8")
+    """Every `dvc exp run ... -S ...` line of the README's (and docs/scaling.md's) code blocks, and every
+    inline `-S ...` span."""
+    text = README.read_text(encoding="utf-8") + "\n" + (README.parent / "docs/scaling.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
         for line in block.splitlines():

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from distill import jsonl, pipeline
 from distill.cli import main
 from distill.config import DedupConfig, MergeConfig, PrefilterConfig
-from distill.dedup import Deduper, dedup_stream
+from distill.dedup import Deduper, Features, dedup_stream
 from distill.dedup.explain import longest_shared_span, trim
 from distill.dedup.minhash import bands_for, jaccard, shingles
 from distill.merge import dedup_exact
@@ -119,6 +119,25 @@ def test_the_real_bbc_corpus(bbc_records):
     # a known pair: the same Six Nations report, re-published with an edited first paragraph
     pair = next(x for x in near if x["id"] == "bbc-sport-406")
     assert pair["duplicate_of"] == "bbc-sport-289" and pair["jaccard"] > 0.95
+
+
+@pytest.mark.parametrize("backend", ["rensa", "datasketch"])
+def test_features_made_elsewhere_give_the_same_removals(bbc_records, backend):
+    """The hash and signature of each record made by another Features object and carried through pickle
+    (as a Ray worker hands them back) decide exactly what the deduper decides alone, across batches."""
+    import pickle
+
+    records = bbc_records + bbc_records[:40]  # 40 more exact copies after the BBC's own duplicates
+    dcfg = cfg(backend=backend)
+    alone = Deduper(dcfg)
+    expected = alone.batch(records[:1000]) + alone.batch(records[1000:])
+    worker = Features(dcfg)
+    made = [pickle.loads(pickle.dumps(worker.of(r["text"]))) for r in records]
+    fed = Deduper(dcfg)
+    got = fed.batch(records[:1000], made[:1000]) + fed.batch(records[1000:], made[1000:])
+    assert got == expected
+    assert sum(x is not None and x["method"] == "minhash" for x in got) >= 10
+    assert sum(x is not None and x["method"] == "exact" for x in got) >= 40 + 98
 
 
 # ----------------------------------------------------------------------------- the stages

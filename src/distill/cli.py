@@ -395,9 +395,12 @@ def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
 
 def _register_data_commands() -> None:
     from distill.cli_data import dupes, export
+    from distill.cli_scale import cache, shard
 
     main.add_command(dupes)
     main.add_command(export)
+    main.add_command(shard)
+    main.add_command(cache)
 
 
 _register_data_commands()

@@ -99,6 +99,18 @@ class SourceConfig(Section):
 Column = str | int  # a column name, or a position (0-based) in a file without a header or a query's result
 
 
+class RayConfig(Section):
+    """``prefilter.ray``: where the rules and the per-record dedup work run with ``prefilter.engine: ray``."""
+
+    #: null: start a local Ray on this machine for the stage (stopped at its end); ``auto`` (on a node of a
+    #: running cluster) or ``ray://head:10001``: join that cluster, whose nodes have this distill installed
+    address: str | None = None
+    #: CPUs of the local Ray started when address is null (null: all of this machine's)
+    num_cpus: int | None = Field(default=None, ge=1)
+    #: records per Ray task: each prefilter batch (``batch_rows``) is cut into blocks of this many
+    block_rows: int = Field(default=5_000, ge=1)
+
+
 class PrefilterConfig(Section):
     #: a file, a glob, a list of files or globs, a folder of text / Markdown files, or a database URL
     #: (postgresql://user@host/db, sqlite:///path.db); null reads the database in ``source``
@@ -123,6 +135,10 @@ class PrefilterConfig(Section):
     blocked_sample_size: int = Field(default=50, ge=0)
     #: records per batch: rules run and outputs are written batch by batch (memory stays bounded)
     batch_rows: int = Field(default=50_000, ge=1)
+    #: polars: rules and dedup in this process; ray: the rules and each record's dedup hash and MinHash
+    #: signature on a Ray cluster (Ray Data), the dedup decisions here (docs/scaling.md); same outputs
+    engine: Literal["polars", "ray"] = "polars"
+    ray: RayConfig = RayConfig()
     #: the database to read (see SourceConfig)
     source: SourceConfig = SourceConfig()
     #: the path dvc.yaml declares as the prefilter's input dependency (not read by the code): conf/ sets
@@ -215,6 +231,18 @@ class LabelConfig(Section):
     on_gold_mismatch: Literal["drop", "keep", "keep_gold"] = "keep"
     #: a teacher / bulk cascade (null: the configured oracle labels everything)
     cascade: CascadeConfig | None = None
+    #: sharded labelling (docs/scaling.md): the shard numbers 0 .. N-1 that the shard stage writes and
+    #: the label_shards stage (DVC foreach) labels one by one; null: the label stage labels everything
+    shards: list[int] | None = None
+    #: where the shard stage writes <shard>/passed.jsonl
+    shard_dir: str = "data/shards"
+
+    @model_validator(mode="after")
+    def _shard_numbers(self) -> LabelConfig:
+        if self.shards is not None and self.shards != list(range(len(self.shards))) or self.shards == []:
+            raise ValueError(f"label.shards must list the shard numbers 0 to N-1 in order, e.g. [0, 1, 2, 3] for "
+                             f"4 shards (or be null: no sharding), got {self.shards}")
+        return self
 
 
 class MergeConfig(Section):

@@ -75,25 +75,34 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     by_reason: Counter[str] = Counter()
     sampler = _BlockedSampler(cfg.blocked_sample_size)
     snapshot = None
-    deduper = Deduper(dedup or DedupConfig())
+    dedup = dedup or DedupConfig()
+    deduper = Deduper(dedup)
+    engine = None
     try:
+        if cfg.engine == "ray":  # the rules and each record's dedup features on Ray; the same decisions here
+            from distill.scale.ray_prefilter import RayPrefilter
+
+            engine = RayPrefilter(cfg.ray, spec.prefilter, dedup)
         with (AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine,
               AtomicWriter(out / "duplicates.jsonl") as dupes):
             stream.on_quarantine = quarantine.write
             if stream.snapshots:
                 snapshot = SnapshotWriter(out / "source_snapshot.jsonl")
                 stream.on_source_row = snapshot.write
+            judged = (engine.judged(stream.batches()) if engine is not None else
+                      ((b, apply_rules(records_frame(b), spec.prefilter).to_list(), None) for b in stream.batches()))
             with snapshot or contextlib.nullcontext():
-                for batch in stream.batches():
-                    decisions = apply_rules(records_frame(batch), spec.prefilter).to_list()
-                    survivors = []
-                    for record, decision in zip(batch, decisions):
+                for batch, decisions, features in judged:
+                    survivors, made = [], []
+                    for i, (record, decision) in enumerate(zip(batch, decisions)):
                         if decision == PASS:
                             survivors.append(record)
+                            if features is not None:
+                                made.append(features[i])
                         else:
                             by_reason[decision] += 1
                             sampler.offer(record, decision)
-                    for record, why in zip(survivors, deduper.batch(survivors)):
+                    for record, why in zip(survivors, deduper.batch(survivors, made if features is not None else None)):
                         if why is None:
                             passed.write(record)
                         else:  # the whole record, so nothing is lost, and why it went
@@ -107,6 +116,8 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         raise
     finally:
         deduper.close()
+        if engine is not None:
+            engine.close()
     if snapshot is None:
         (out / "source_snapshot.jsonl").unlink(missing_ok=True)
     by_reason = dict(sorted(by_reason.items()))
@@ -234,12 +245,13 @@ def _nothing_passed(spec: FilterSpec, by_reason: dict[str, int], out: Path) -> s
 # ----------------------------------------------------------------------------- label
 def label(
     label_cfg: LabelConfig, oracle_cfg: ProviderConfig, spec: FilterSpec, input_path: str | Path,
-    metrics_dir: Path = METRICS_DIR, provider=None,
+    metrics_dir: Path = METRICS_DIR, provider=None, *, labels_path: str | Path | None = None,
+    metrics_name: str = "label.json",
 ) -> dict[str, Any]:
-    """Label every record of ``input_path`` (see :mod:`distill.labeling.engine`); write labels, invalid
-    records, events and metrics. Raises DistillError after writing when requests failed for good or the
-    budget stopped the run, and RuntimeCrash when the local runtime died: what was answered is cached,
-    and a rerun continues from there."""
+    """Label every record of ``input_path`` (see :mod:`distill.labeling.engine`); write labels (to
+    ``labels_path``, default ``<label.output_dir>/labels.jsonl``), invalid records, events and metrics.
+    Raises DistillError after writing when requests failed for good or the budget stopped the run, and
+    RuntimeCrash when the local runtime died: what was answered is cached, and a rerun continues from there."""
     from distill.labeling.build import build_labeler, providers_for
     from distill.labeling.cache import ResponseCache
     from distill.labeling.engine import TooManyProviderErrors
@@ -264,7 +276,7 @@ def label(
             batch_metrics = run_batch(label_cfg, oracle_cfg, spec, input_path)
         except DistillError as e:
             if getattr(e, "batch_metrics", None) is not None:
-                jsonl.write_json(metrics_dir / "label.json", {"batch": e.batch_metrics, "stopped": str(e)})
+                jsonl.write_json(metrics_dir / metrics_name, {"batch": e.batch_metrics, "stopped": str(e)})
             raise
     # every provider is built (and its key checked) before any request
     providers = [(provider, oracle_cfg.weight)] if provider is not None else providers_for(oracle_cfg)
@@ -294,7 +306,8 @@ def label(
     async def run() -> None:
         ticker = asyncio.ensure_future(progress.run())
         try:
-            with (jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad,
+            with (jsonl.AtomicWriter(labels_path or out / "labels.jsonl") as good,
+                  jsonl.AtomicWriter(out / "invalid.jsonl") as bad,
                   jsonl.AtomicWriter(out / "gold_mismatch.jsonl") as apart):
                 outcomes = (cascade.run(lambda: jsonl.read_jsonl(input_path), label_cfg.concurrency) if cascade
                             else labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency))
@@ -334,7 +347,7 @@ def label(
             metrics["batch"] = batch_metrics
         if cascade is not None:
             metrics["cascade"] = cascade.report()
-        jsonl.write_json(metrics_dir / "label.json", metrics)
+        jsonl.write_json(metrics_dir / metrics_name, metrics)
     if stats.gold_unusable:
         log.warning("label: %d record(s) carry a golden answer this %s task cannot read (the first: %s), so it "
                     "was not compared; check prefilter.field_map.gold and the task's labels, types or gold.compare",
@@ -356,20 +369,45 @@ def label(
     return metrics
 
 
+def label_shard(label_cfg: LabelConfig, oracle_cfg: ProviderConfig, spec: FilterSpec, shard: int,
+                extra_dir: str | Path, metrics_dir: Path = METRICS_DIR, provider=None) -> dict[str, Any]:
+    """Label shard ``shard`` of ``label.shards`` (``<label.shard_dir>/<shard>/passed.jsonl``, written by the
+    shard stage): label rows to ``<merge.extra_dir>/shard-<shard>.jsonl``, where merge reads them; invalid
+    rows, events and gold mismatches to ``<label.output_dir>/shard-<shard>/``; metrics to
+    ``metrics/label-shard-<shard>.json``. Through the same response cache, so shards are independent."""
+    from distill.scale.shard import shard_path
+
+    if not label_cfg.shards or shard not in label_cfg.shards:
+        raise ConfigError(f"--shard {shard}: label.shards is {label_cfg.shards}; set label.shards to the shard "
+                          "numbers 0 .. N-1 (e.g. [0, 1, 2, 3]) and run the shard stage first")
+    input_path = _require(shard_path(label_cfg.shard_dir, shard),
+                          "run the shard stage first (python stages/shard.py, or `distill shard`)")
+    cfg = label_cfg.model_copy(update={"output_dir": str(Path(label_cfg.output_dir) / f"shard-{shard}")})
+    return label(cfg, oracle_cfg, spec, input_path, metrics_dir, provider,
+                 labels_path=Path(extra_dir) / f"shard-{shard}.jsonl", metrics_name=f"label-shard-{shard}.json")
+
+
 # ----------------------------------------------------------------------------- merge
-def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR,
-          dedup: DedupConfig | None = None) -> dict[str, Any]:
+def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path | None, metrics_dir: Path = METRICS_DIR,
+          dedup: DedupConfig | None = None, shards: list[int] | None = None) -> dict[str, Any]:
     """Merge the label stage's ``labels`` with every ``*.jsonl`` label file in ``merge.extra_dir``
     (earlier runs, other oracles), apply the reviews (``merge.reviews``), rescore with the current
     filter and drop duplicates (``dedup``: exact, MinHash, semantic; explained in duplicates.jsonl). A
-    record reviewed as incorrect is dropped, or written to ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
+    record reviewed as incorrect is dropped, or written to ``rejected.jsonl`` with ``merge.incorrect=keep_apart``.
+
+    With ``shards`` (``label.shards``) the label stage's file is not read (``labels`` is ignored): the
+    shards' ``shard-<i>.jsonl`` in ``merge.extra_dir`` are, and each must be there."""
     from distill.dedup import Deduper, dedup_stream
     from distill.merge import apply_reviews, rescore
+    from distill.scale.shard import label_files
 
-    inputs = [_require(labels, "run the label stage first")]
-    extra = Path(cfg.extra_dir)
-    if extra.is_dir():
-        inputs += sorted(extra.glob("*.jsonl"))
+    if shards:
+        inputs = label_files(cfg.extra_dir, shards)
+    elif labels is None:
+        raise ConfigError("merge needs the label stage's labels.jsonl, or label.shards for the shards' label files")
+    else:
+        extras = label_files(cfg.extra_dir, None)  # first: a stale shard's file is the likelier mistake
+        inputs = [_require(labels, "run the label stage first"), *extras]
     reviews = read_reviews(cfg.reviews, spec)
     counts: Counter[str] = Counter()
     matched: set[tuple[str, str]] = set()

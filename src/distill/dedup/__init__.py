@@ -13,6 +13,10 @@ text. A later record is removed when it is
 Each removal is explained: the id it duplicates, the method, the similarities (MinHash estimate and
 exact Jaccard, or cosine) and the longest span of words the two share. Kept texts are spilled to a
 temporary file (offsets in memory), so memory grows by the index entries, not by the texts.
+
+What one record needs, its normalised hash and MinHash signature (:class:`Features`), depends on that
+record alone, so it can be computed anywhere (Ray workers: :mod:`distill.scale.ray_prefilter`) and
+handed to :meth:`Deduper.batch`; the decisions need every earlier record and stay in one process.
 """
 
 from __future__ import annotations
@@ -57,6 +61,21 @@ class _SpilledTexts:
         self._fh.close()
 
 
+class Features:
+    """Per-record dedup inputs that depend on the record alone: the normalised-text hash and the MinHash
+    signature (None with MinHash off). The same object in the deciding process or in a worker."""
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        mh = cfg.minhash
+        self.shingle_words = mh.shingle_words
+        self.index = MinHashIndex(mh.threshold, mh.num_perm, mh.seed, mh.backend) if mh.enabled else None
+
+    def of(self, text: str) -> tuple[str, Any]:
+        norm = normalise(text)
+        sig = self.index.signature(shingles_of_normalised(norm, self.shingle_words)) if self.index else None
+        return normalised_hash(norm), sig
+
+
 class Deduper:
     """Streaming duplicate removal over records (``text_of(record)`` is the text compared)."""
 
@@ -69,8 +88,7 @@ class Deduper:
         self._texts = _SpilledTexts()
         self._exact: dict[str, int] = {}
         self._recent: dict[int, set[str]] = {}
-        mh = cfg.minhash
-        self._index = MinHashIndex(mh.threshold, mh.num_perm, mh.seed, mh.backend) if mh.enabled else None
+        self._index = Features(cfg).index  # the index that makes the signatures also holds them
         self._embed = embedder
         self._cosine = None
         if cfg.semantic.enabled:
@@ -80,24 +98,33 @@ class Deduper:
             self._cosine = CosineIndex()
 
     # ----------------------------------------------------------------- one batch
-    def batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    def batch(self, records: list[dict[str, Any]], features: list[tuple[str, Any]] | None = None
+              ) -> list[dict[str, Any] | None]:
         """For each record (in order), None when it is kept, else why it is removed: ``id``,
         ``duplicate_of``, ``method``, ``similarity`` (1.0, the exact Jaccard or the cosine), the
-        method's own figures, ``hash``, ``shared_text`` and ``shared_words``."""
+        method's own figures, ``hash``, ``shared_text`` and ``shared_words``.
+
+        ``features``: each record's ``Features(cfg).of(text)`` computed elsewhere (the same decisions;
+        the record's shingles are then made here only when the LSH proposes a candidate)."""
         out: list[dict[str, Any] | None] = [None] * len(records)
         kept_here: list[tuple[int, int]] = []  # (position in batch, key)
+        k = self.cfg.minhash.shingle_words
         for pos, record in enumerate(records):
             text = self.text_of(record)
-            norm = normalise(text)
-            h = normalised_hash(norm)
+            sh = sig = None
+            if features is None:
+                norm = normalise(text)
+                h = normalised_hash(norm)
+            else:
+                h, sig = features[pos]
             if self.cfg.exact and h in self._exact:
                 out[pos] = self._drop(record, text, self._exact[h], "exact", {"similarity": 1.0}, h)
                 continue
-            sh = sig = None
             if self._index is not None:
-                sh = shingles_of_normalised(norm, self.cfg.minhash.shingle_words)
-                sig = self._index.signature(sh)
-                match = self._near(sh, sig)
+                if features is None:
+                    sh = shingles_of_normalised(norm, k)
+                    sig = self._index.signature(sh)
+                match = self._near(sh, sig, text)
                 if match is not None:
                     key, figures = match
                     out[pos] = self._drop(record, text, key, "minhash", figures, h)
@@ -121,9 +148,11 @@ class Deduper:
             del self._recent[next(iter(self._recent))]
         return cached
 
-    def _near(self, sh: set[str], sig: Any) -> tuple[int, dict[str, float]] | None:
+    def _near(self, sh: set[str] | None, sig: Any, text: str) -> tuple[int, dict[str, float]] | None:
         best = None
         for key in self._index.query(sig):
+            if sh is None:  # features made elsewhere: the shingles only when there is a candidate
+                sh = shingles(text, self.cfg.minhash.shingle_words)
             exact = jaccard(sh, self._kept_shingles(key))
             if exact >= self.cfg.minhash.threshold and (best is None or exact > best[1]["jaccard"]
                                                         or (exact == best[1]["jaccard"] and key < best[0])):

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill.errors import InputError
 from distill.providers.base import ChatRequest, ChatResponse
 
 _SCHEMA = """
@@ -235,3 +236,61 @@ class ReadOnlyCache:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def merge_caches(target: str | Path, sources: list[str | Path]) -> dict[str, Any]:
+    """Copy every answer of the ``sources`` response caches into ``target`` (created when missing), in
+    one transaction per source. The key is the hash of the request, so an answer copied is the answer
+    to the very same request: merging is safe in any order and idempotent. When both hold an answer to
+    the same request (two shards asked it separately) the target's is kept, as one run would have asked
+    it once; such keys are counted as ``differing`` when the answers are not the same.
+
+    Copy a cache from another machine after its labelling process has exited: while it runs, recent
+    answers may still be in the ``-wal`` file beside it (reading it here, through SQLite, sees them)."""
+    target = Path(target)
+    report: dict[str, Any] = {"target": str(target), "sources": []}
+    into = ResponseCache(target)
+    try:
+        for source in sources:
+            src = Path(source)
+            if not src.is_file():
+                raise InputError(f"{src}: no such response cache")
+            if src.resolve() == target.resolve():
+                raise InputError(f"{src} is the target cache itself: name it once, as the target")
+            report["sources"].append({"source": str(src), **_copy_answers(src, into._db)})
+        report["answers"] = len(into)
+    finally:
+        into.close()
+    return report
+
+
+def _copy_answers(src: Path, db: sqlite3.Connection) -> dict[str, int]:
+    counts = {"copied": 0, "present": 0, "differing": 0}
+    try:
+        reader = sqlite3.connect(src.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise InputError(f"{src}: cannot open it as a response cache ({e})") from e
+    try:
+        try:
+            rows = reader.execute("SELECT key, provider, model, response, created_at FROM responses")
+        except sqlite3.DatabaseError as e:
+            raise InputError(f"{src}: not a distill response cache ({e}); the cache is label.cache_path, "
+                             "e.g. .distill/cache/llm.sqlite") from e
+        db.execute("BEGIN")
+        try:
+            while chunk := rows.fetchmany(1000):
+                for key, provider, model, response, created_at in chunk:
+                    have = db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+                    if have is None:
+                        db.execute(_INSERT, (key, provider, model, response, created_at))
+                        counts["copied"] += 1
+                    else:
+                        counts["present" if have[0] == response else "differing"] += 1
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    finally:
+        reader.close()
+    return counts
