@@ -111,6 +111,24 @@ def filters_show(name: str, version: str, root: str, schema: bool) -> None:
         click.echo(f"  require one of {len(p.require_keywords.keywords)} keywords, else {p.require_keywords.reason}")
 
 
+@filters.command("new")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["score", "classify", "extract", "answer", "translate",
+                                                          "generate"]), help="the task kind")
+@click.option("--version", "version", default="v1", show_default=True)
+@click.option("--root", default="filters", show_default=True)
+@click.option("--config-dir", default="conf", show_default=True,
+              help="Hydra config folder, where filter/<name>.yaml makes the filter selectable")
+def filters_new(name: str, kind: str, version: str, root: str, config_dir: str) -> None:
+    """Write a working task package of KIND to edit: filter.yaml (every field commented), prompt.md,
+    README.md, and conf/filter/NAME.yaml so that -S filter=NAME selects it."""
+    from distill.scaffold import new_filter
+
+    for path in new_filter(name, kind, version=version, root=Path(root), config_dir=Path(config_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: edit {Path(root) / name / version / 'filter.yaml'}, then `distill filters show {name}`")
+
+
 # ----------------------------------------------------------------------------- config
 @main.group()
 def config() -> None:
