@@ -74,7 +74,8 @@ Title: {title}
 
 {text}
 
-Answer with one JSON object holding an integer for each of {dimension_names}, and a "reasoning" string of at most two short sentences.
+Answer with one JSON object holding an integer for each of {dimension_names},
+and a "reasoning" string of at most two short sentences.
 """
 
 _CLASSIFY = """\
@@ -158,7 +159,9 @@ Title: {title}
 
 {text}
 
-Answer with one JSON object: "entities", a list of objects with "type" (one of {entity_type_names}) and "text" (the name exactly as the text writes it). List each entity once. Leave out anything that is not named in the text.
+Answer with one JSON object: "entities", a list of objects with "type" (one of {entity_type_names})
+and "text" (the name exactly as the text writes it). List each entity once. Leave out anything that is
+not named in the text.
 """
 
 _ANSWER = """\
@@ -304,7 +307,8 @@ def new_filter(name: str, kind: str, *, version: str = "v1", root: Path = Path("
     existing = [str(p) for p in files if p.exists()]
     if existing:
         raise ConfigError(f"not overwriting {', '.join(existing)}: choose another name or version, or remove them")
-    prompt_line = "- `prompt.md`: the user message; `{title}`, `{text}` and the kind's fields are filled in per record.\n"
+    prompt_line = ("- `prompt.md`: the user message; `{title}`, `{text}` and the kind's fields are filled in per "
+                   "record.\n")
     written = []
     for path, text in files.items():
         text = (text.replace("__NAME__", name).replace("__VERSION__", version).replace("__KIND__", kind)
