@@ -5,8 +5,9 @@ Real data: 8 BBC articles with hand-written golden entities, the whole GSM8K tes
 ``#### N`` answers, and the coffee Stack Exchange dump's questions with their accepted answers (joined
 here from the XML). The fake oracle answers per record, deterministically, some answers right and some
 wrong, so every figure the stages write has a value computed by hand here. The graph runs up to
-``oracle_check`` (prefilter, label, merge, split, oracle_check): the sklearn baseline does not learn
-these kinds, and the LoRA student's train and evaluate are tested on a tiny model in
+``oracle_check`` (prefilter, label, merge, split, oracle_check) with ``student=lora`` (the sklearn
+baseline does not learn these kinds, and the label stage refuses to pay for labels no configured student
+can learn); the LoRA student's train and evaluate are tested on a tiny model in
 tests/test_kinds_students.py.
 """
 
@@ -113,7 +114,7 @@ def project(tmp_path_factory):
 def _run(repo: Path, env: dict, server: FakeOpenAI, *overrides: str) -> str:
     """`dvc exp run oracle_check` (and what it depends on) with the oracle on the fake server."""
     oracle = ["oracle=openai", f"oracle.base_url={server.base_url}", f"oracle.api_key_env={KEY_ENV}",
-              "oracle.model=fake-oracle", "label.progress=log", "label.concurrency=16"]
+              "oracle.model=fake-oracle", "label.progress=log", "label.concurrency=16", "student=lora"]
     args = [sys.executable, "-m", "dvc", "exp", "run", "oracle_check"]
     for o in [*oracle, *overrides]:
         args += ["-S", o]

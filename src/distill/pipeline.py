@@ -156,14 +156,15 @@ def _no_corpus(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path) -> dic
     """A generate filter reads no corpus (its topics come from the oracle, or ``topics.seeds`` in the
     filter): the stage writes empty outputs, so the graph stays the same, and says so in its metrics."""
     out = Path(cfg.output_dir)
-    for name in PREFILTER_OUTPUTS[:3]:
-        jsonl.write_jsonl(out / name, [])
+    for name in PREFILTER_OUTPUTS:
+        if name != "source_snapshot.jsonl":  # the one output that exists only for a database input
+            jsonl.write_jsonl(out / name, [])
     (out / "source_snapshot.jsonl").unlink(missing_ok=True)
     note = (f"filter {spec.name} is a {spec.KIND} task: it reads no corpus, so prefilter.input is not read "
             "and the label stage writes the data")
     metrics = {"rows_read": 0, "quarantined": 0, "quarantine_reasons": {}, "records": 0, "passed": 0, "blocked": 0,
                "blocked_by_reason": {}, "pass_rate": 0.0, "missing_columns": {}, "synthesised_ids": 0,
-               "seconds": 0.0, "skipped": note}
+               "duplicates": {"exact": 0, "minhash": 0, "semantic": 0}, "seconds": 0.0, "skipped": note}
     jsonl.write_json(metrics_dir / "prefilter.json", metrics)
     log.info("prefilter: %s", note)
     return metrics

@@ -228,7 +228,8 @@ class Generator:
 def generate(label_cfg: LabelConfig, oracle_cfg, spec: GenerateTask, metrics_dir: Path,
              provider=None) -> dict[str, Any]:
     """The label stage of a generate filter: run the job, write labels.jsonl (the kept items),
-    invalid.jsonl (every dropped item and failed request, with why), events.jsonl and metrics/label.json."""
+    invalid.jsonl (every dropped item and failed request, with why), an empty gold_mismatch.jsonl (every
+    label stage writes the same outputs), events.jsonl and metrics/label.json."""
     from distill.errors import ConfigError
     from distill.labeling.build import build_labeler, providers_for
     from distill.labeling.cache import ResponseCache
@@ -275,6 +276,7 @@ def generate(label_cfg: LabelConfig, oracle_cfg, spec: GenerateTask, metrics_dir
         cache.close()
         jsonl.write_jsonl(out / "labels.jsonl", job.kept)
         jsonl.write_jsonl(out / "invalid.jsonl", job.dropped)
+        jsonl.write_jsonl(out / "gold_mismatch.jsonl", [])  # generated items have no gold to differ from
         metrics = _metrics(job, labeler, spec, leaves, names, label_cfg, time.perf_counter() - t0)
         events.emit("run_end", kept=len(job.kept), stopped=job.stop_reason)
         events.close()
