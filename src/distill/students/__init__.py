@@ -71,8 +71,9 @@ def student_problem(cfg, task: Any) -> str | None:
 
     kind = task_info(task)["kind"]
     if cfg.kind == "sklearn" and kind not in SKLEARN_KINDS:
+        article = "an" if kind[0] in "aeiou" else "a"
         return (f"student=sklearn learns {' and '.join(SKLEARN_KINDS)} tasks; filter {getattr(task, 'name', '')} is "
-                f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} task, which needs a generative student: use student=lora "
+                f"{article} {kind} task, which needs a generative student: use student=lora "
                 f"(`dvc exp run -S student=lora`, or `- override /student: lora` in conf/project.yaml)")
     return None
 
