@@ -298,3 +298,28 @@ def test_report_falls_back_to_the_order_of_the_per_dimension_plot_data(tmp_path)
     proc = _report(cwd)
     assert proc.returncode == 0, proc.stderr
     assert _dimension_rows(proc.stdout) == order
+
+
+def test_report_adds_the_oracle_against_gold_and_the_cascade_from_the_label_metrics(tmp_path):
+    from distill.jsonl import write_json
+
+    cwd = _workdir(tmp_path, [])
+    write_json(cwd / "metrics/eval.json", {"student": "sklearn", "n_test": 3, "tier_accuracy": 1.0})
+    label = {"oracle": "openai:gpt-4.1", "records": 100, "valid": 98, "invalid": 2, "requests": 111,
+             "cost_usd": 0.25, "stopped": None,
+             "gold": {"checked": 40, "agreed": 30, "share": 0.75, "unusable": 0, "on_mismatch": "keep_gold",
+                      "mismatched": 10, "dropped": 0, "replaced": 10},
+             "cascade": {"strong_records": 10, "bulk_records": 90, "checked": 9, "agreed": 8, "relabelled": 1,
+                         "agreement": 0.8889, "list_cost_usd": {"strong": 0.2, "bulk": 0.05, "total": 0.25},
+                         "strong_alone_usd": 2.0, "saved_usd": 1.75}}
+    write_json(cwd / "metrics/label.json", label)
+    proc = _report(cwd)
+    assert proc.returncode == 0, proc.stderr
+    tail = proc.stdout.strip().split("\n\n")[-1].splitlines()
+    assert tail == [
+        "labelling (openai:gpt-4.1): 100 records, 98 valid, 2 invalid, 111 requests, $0.2500",
+        "  oracle vs gold: agrees on 30 of 40 records (75.0%); 10 apart in gold_mismatch.jsonl "
+        "(on_gold_mismatch=keep_gold: 0 dropped, 10 replaced by gold)",
+        "  cascade: strong oracle 10 records, bulk 90; re-checked 9: 8 agreed, 1 relabelled (agreement 88.9%)",
+        "  cascade cost $0.2500 (strong $0.2000, bulk $0.0500) vs the strong oracle alone $2.0000: saved $1.7500",
+    ]

@@ -351,8 +351,9 @@ def pr_report(base: str, output: str | None, plots_dir: str | None, plots_url: s
               help="write the analytics page (cost, tokens, retries, labels, agreement, reviews, errors) here")
 @click.option("--db", "db_path", default=REVIEW_DB, show_default=True, help="the review store, for --html")
 def report(metrics_path: str, params_path: str, html_path: str | None, db_path: str) -> None:
-    """Print the evaluation table of the last evaluate run, dimensions in the filter's order; --html FILE
-    writes the analytics page."""
+    """Print the evaluation table of the last evaluate run, dimensions in the filter's order, then the
+    labelling beside it (metrics/label.json: the oracle against gold, the cascade); --html FILE writes the
+    analytics page."""
     if html_path is not None:
         _html_report(params_path, db_path, html_path)
         return
@@ -364,6 +365,11 @@ def report(metrics_path: str, params_path: str, html_path: str | None, db_path: 
     metrics = json.loads(path.read_text(encoding="utf-8"))
     title = f"student={metrics.get('student')} vs oracle on {metrics.get('n_test')} test items"
     click.echo(format_table(metrics, title=title, dimensions=_dimension_order(params_path, metrics)))
+    label_path = path.parent / "label.json"  # the labelling beside it: the oracle against gold, the cascade
+    if label_path.is_file():
+        from distill.labeling.summary import format_label_metrics
+
+        click.echo("\n" + format_label_metrics(json.loads(label_path.read_text(encoding="utf-8"))))
 
 
 def _html_report(params_path: str, db_path: str, html_path: str) -> None:
