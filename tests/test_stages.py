@@ -318,8 +318,8 @@ def test_report_adds_the_oracle_against_gold_and_the_cascade_from_the_label_metr
     tail = proc.stdout.strip().split("\n\n")[-1].splitlines()
     assert tail == [
         "labelling (openai:gpt-4.1): 100 records, 98 valid, 2 invalid, 111 requests, $0.2500",
-        "  oracle vs gold: agrees on 30 of 40 records (75.0%); 10 apart in gold_mismatch.jsonl "
-        "(on_gold_mismatch=keep_gold: 0 dropped, 10 replaced by gold)",
+        ("  oracle vs gold: agrees on 30 of 40 records (75.0%); 10 apart in gold_mismatch.jsonl "
+        "(on_gold_mismatch=keep_gold: 0 dropped, 10 replaced by gold)"),
         "  cascade: strong oracle 10 records, bulk 90; re-checked 9: 8 agreed, 1 relabelled (agreement 88.9%)",
         "  cascade cost $0.2500 (strong $0.2000, bulk $0.0500) vs the strong oracle alone $2.0000: saved $1.7500",
     ]
