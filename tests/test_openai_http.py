@@ -356,6 +356,59 @@ def test_schema_precheck_never_accepts_what_jsonschema_rejects():
             assert not (precheck(obj) and not valid), obj
             assert isinstance(check(json.dumps(obj), schema), Invalid) is not valid
     for unsupported in ({"type": "object", "properties": {"a": {"type": "integer", "enum": [1]}}},
+                        {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "null"}}}},
+                        {"type": "object", "properties": {"a": {"enum": ["x", 1]}}},
                         {"type": "object", "properties": {"a": {"type": "array"}}}, {"type": "array"},
                         {"type": "object", "patternProperties": {}}):
         assert compile_precheck(unsupported) is None
+
+
+def test_schema_precheck_of_enums_arrays_and_nested_objects_agrees_with_jsonschema():
+    """The classify, multi-label and extract shapes: the pre-check takes them (no jsonschema call for a
+    valid answer) and never accepts what jsonschema rejects."""
+    import random
+
+    from jsonschema import Draft202012Validator
+
+    from distill.validate import compile_precheck
+
+    entity = {"type": "object", "properties": {"type": {"enum": ["person", "place"]},
+                                               "text": {"type": "string", "minLength": 1}},
+              "required": ["type", "text"], "additionalProperties": False}
+    schemas = [
+        {"type": "object", "properties": {"label": {"enum": ["a", "b"]}, "rationale": {"type": "string"}},
+         "required": ["label"], "additionalProperties": False},
+        {"type": "object", "properties": {"labels": {"type": "array", "items": {"enum": ["a", "b", "c"]},
+                                                     "minItems": 1, "maxItems": 2}},
+         "required": ["labels"], "additionalProperties": False},
+        {"type": "object", "properties": {"entities": {"type": "array", "items": entity, "maxItems": 3}},
+         "required": ["entities"], "additionalProperties": False},
+    ]
+    leaves = ["a", "b", "c", "person", "place", "", "x", 1, True, None, 2.5]
+    rng = random.Random(1)
+
+    def value(depth: int = 0):
+        roll = rng.random()
+        if depth < 2 and roll < 0.3:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        if depth < 2 and roll < 0.5:
+            keys = rng.sample(["type", "text", "extra"], rng.randint(0, 3))
+            return {k: value(depth + 1) for k in keys}
+        return rng.choice(leaves)
+
+    accepted = 0
+    for schema in schemas:
+        precheck = compile_precheck(schema)
+        assert precheck is not None
+        full = Draft202012Validator(schema)
+        names = [*schema["properties"], "extra"]
+        for _ in range(4000):
+            obj = {k: value() for k in rng.sample(names, rng.randint(0, len(names)))}
+            ok = precheck(obj)
+            assert not (ok and not full.is_valid(obj)), obj
+            accepted += ok
+    assert precheck({"entities": [{"type": "place", "text": "Hull"}, {"type": "person", "text": "Li Wei"}]})
+    assert not precheck({"entities": [{"type": "company", "text": "Orsted"}]})
+    assert not precheck({"entities": [{"type": "place", "text": ""}]})
+    assert not precheck({"entities": [{"type": "place", "text": "a"}] * 4})  # maxItems
+    assert accepted > 50  # the random answers include valid ones, so the success path is exercised

@@ -92,9 +92,53 @@ def _scalar_check(prop: Any) -> Callable[[Any], bool] | None:
     return None
 
 
+_ENUM_KEYS = frozenset({"enum", "type", "title", "description"})
+_ARRAY_KEYS = frozenset({"type", "items", "minItems", "maxItems", "title", "description"})
+
+
+def _enum_check(prop: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """A string enum (the labels of a classify task, an entity's type); other enums are left to jsonschema."""
+    values = prop.get("enum")
+    if (not set(prop) <= _ENUM_KEYS or not isinstance(values, list) or not values
+            or not all(type(v) is str for v in values) or prop.get("type", "string") != "string"):
+        return None
+    allowed = frozenset(values)
+    return lambda v: type(v) is str and v in allowed
+
+
+def _array_check(prop: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """An array whose ``items`` is a schema the pre-check handles (entities, several labels)."""
+    if prop.get("type") != "array" or not set(prop) <= _ARRAY_KEYS or "items" not in prop:
+        return None
+    item = _value_check(prop["items"])
+    lo, hi = prop.get("minItems"), prop.get("maxItems")
+    if item is None or not all(n is None or type(n) is int for n in (lo, hi)):
+        return None
+
+    def check_array(v: Any) -> bool:
+        return (type(v) is list and (lo is None or len(v) >= lo) and (hi is None or len(v) <= hi)
+                and all(item(x) for x in v))
+
+    return check_array
+
+
+def _value_check(prop: Any) -> Callable[[Any], bool] | None:
+    """``value -> surely valid`` for a property schema the pre-check handles, else None."""
+    if not isinstance(prop, dict):
+        return None
+    if "enum" in prop:
+        return _enum_check(prop)
+    if prop.get("type") == "array":
+        return _array_check(prop)
+    if prop.get("type") == "object":
+        return compile_precheck(prop)
+    return _scalar_check(prop)
+
+
 def compile_precheck(schema: Any) -> Callable[[Any], bool] | None:
-    """A plain-Python check for a flat object schema that returns True only for objects that satisfy it
-    (False means "ask jsonschema"), or None when the schema uses a keyword it does not handle."""
+    """A plain-Python check for an object schema (bounded scalars, string enums, arrays and objects of
+    them) that returns True only for objects that satisfy it (False means "ask jsonschema"), or None when
+    the schema uses a keyword it does not handle."""
     if not isinstance(schema, dict) or schema.get("type") != "object" or not set(schema) <= _OBJECT_KEYS:
         return None
     props = schema.get("properties", {})
@@ -106,7 +150,7 @@ def compile_precheck(schema: Any) -> Callable[[Any], bool] | None:
         return None
     checks = {}
     for name, prop in props.items():
-        fn = _scalar_check(prop)
+        fn = _value_check(prop)
         if fn is None:
             return None
         checks[name] = fn
