@@ -14,10 +14,8 @@ tests/test_kinds_students.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -25,12 +23,12 @@ from pathlib import Path
 import pytest
 
 from distill.sources.corpus import clean_text
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import SHARED_DATA
+from tests.dvc_project import copy_project, git_init, project_env, sh
 from tests.fakes.openai_server import FakeOpenAI, first_user_message, prompt_title, turn
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 KEY_ENV = "KINDS_E2E_KEY"
 GOLD_FILE = Path(__file__).parent / "fixtures" / "bbc_entities_gold.json"
 COFFEE_FILTER = {
@@ -42,11 +40,6 @@ COFFEE_FILTER = {
 }
 
 
-def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
-    return out
 
 
 def _lines(path: Path) -> list[dict]:
@@ -84,15 +77,7 @@ def project(tmp_path_factory):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared real data not found at {SHARED_DATA}")
     dst = tmp_path_factory.mktemp("kinds-e2e") / "project"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    for rel in files:
-        keep = rel.startswith(("data/raw/", "data/labels_extra/", "data/reviews/")) or not rel.startswith(
-            ("data/", "models/", "metrics/", "tests/", "benchmarks/", ".github/"))
-        if (ROOT / rel).is_file() and keep:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    (dst / "dvc.lock").unlink(missing_ok=True)
+    copy_project(dst)
     inputs = {"bbc": _bbc_input(dst / "data/raw/bbc_entities.jsonl"),
               "coffee": _coffee_input(dst / "data/raw/coffee.jsonl")}
     shutil.copy(SHARED_DATA / "questions" / "gsm8k_test.jsonl", dst / "data/raw/gsm8k.jsonl")
@@ -100,14 +85,8 @@ def project(tmp_path_factory):
         (dst / "filters/coffee_answers/v1" / name).parent.mkdir(parents=True, exist_ok=True)
         (dst / "filters/coffee_answers/v1" / name).write_text(text)
     (dst / "conf/filter/coffee_answers.yaml").write_text("name: coffee_answers\nversion: v1\nroot: filters\n")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": str(ROOT / "src"), KEY_ENV: "sk-kinds-e2e", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    env.pop("DISTILL_PARAMS", None)
-    _sh([sys.executable, "-m", "distill.cli", "config", "compose"], dst, env)
-    _sh(["git", "init", "-q", "-b", "main"], dst, env)
-    _sh(["git", "add", "-A"], dst, env)
-    _sh(["git", "commit", "-qm", "init"], dst, env)
+    env = project_env(**{KEY_ENV: "sk-kinds-e2e"})
+    git_init(dst, env)
     return dst, env, inputs
 
 
@@ -118,7 +97,7 @@ def _run(repo: Path, env: dict, server: FakeOpenAI, *overrides: str) -> str:
     args = [sys.executable, "-m", "dvc", "exp", "run", "oracle_check"]
     for o in [*oracle, *overrides]:
         args += ["-S", o]
-    out = _sh(args, repo, env)
+    out = sh(args, repo, env)
     assert re.findall(r"Running stage '(\w+)'", out) == ["prefilter", "label", "merge", "split", "oracle_check"]
     return out
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.dvc_project import copy_project, git_init, project_env, sh
 from tests.fakes.openai_server import FakeOpenAI
 from tests.scripted_oracles import LEAVES, Translator, generate_responder, german, new_item
 
@@ -30,10 +28,6 @@ KEY_ENV = "DISTILL_TEST_KINDS_E2E_KEY"
 pytestmark = pytest.mark.slow
 
 
-def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
-    return proc.stdout + proc.stderr
 
 
 def _stages_run(output: str) -> list[str]:
@@ -53,26 +47,12 @@ def project(tmp_path, monkeypatch):
     """A git repo holding the project's files, as a clone would (no data outputs, metrics or lock)."""
     monkeypatch.setenv(KEY_ENV, "sk-test-kinds-e2e")
     repo = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    for rel in files:
-        keep = rel.startswith(("data/raw/", "data/labels_extra/", "data/reviews/")) or not rel.startswith(
-            ("data/", "models/", "metrics/", "tests/", "benchmarks/", ".github/"))
-        if (ROOT / rel).is_file() and keep:
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": str(ROOT / "src"), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    env.pop("DISTILL_PARAMS", None)
-    return repo, env
+    copy_project(repo)
+    return repo, project_env()
 
 
 def _commit(repo: Path, env: dict) -> None:
-    _sh(["git", "init", "-q", "-b", "main"], repo, env)
-    _sh(["git", "add", "-A"], repo, env)
-    _sh(["git", "commit", "-qm", "init"], repo, env)
+    git_init(repo, env, compose=False)
 
 
 def _oracle(srv: FakeOpenAI) -> list[str]:
@@ -107,7 +87,7 @@ def test_translate_energy_headlines_through_dvc(project, shared_data):
 
     translator = Translator(same_first={same_first}, blank={blank}, shorter_second={t for t, _ in src.values()})
     with FakeOpenAI(responder=translator) as srv:
-        out = _sh([sys.executable, "-m", "dvc", "exp", "run", "oracle_check", "-S", "filter=translate_energy_news",
+        out = sh([sys.executable, "-m", "dvc", "exp", "run", "oracle_check", "-S", "filter=translate_energy_news",
                    *_oracle(srv), "-S", "prefilter.input=data/raw/energy_sample.jsonl",
                    "-S", "prefilter.field_map.text=lead", "-S", "+prefilter.field_map.gold=reference",
                    "-S", "prefilter.unescape_html=true", "-S", "prefilter.metadata=[source]",
@@ -168,7 +148,7 @@ def test_generate_a_qa_set_through_dvc_and_grow_it_from_the_cache(project):
     _commit(repo, env)
     with FakeOpenAI(responder=generate_responder) as srv:
         run = [sys.executable, "-m", "dvc", "exp", "run", "oracle_check", "-S", "filter=home_energy_qa", *_oracle(srv)]
-        out = _sh(run, repo, env)
+        out = sh(run, repo, env)
         assert _stages_run(out) == ["prefilter", "label", "merge", "split", "oracle_check"]
         assert srv.count == 10  # 3 topic expansions, 6 requests for items, 1 re-ask
 
@@ -192,7 +172,7 @@ def test_generate_a_qa_set_through_dvc_and_grow_it_from_the_cache(project):
         assert sum(split["sizes"].values()) == 6 and set().union(*topics.values()) == set(LEAVES)
         assert _metrics(repo, "oracle_agreement")["measured"] is False
 
-        tree = _sh([str(BIN / "distill"), "templates", "tree"], repo, env)
+        tree = sh([str(BIN / "distill"), "templates", "tree"], repo, env)
         assert tree.splitlines()[2:] == ["(domain)", "  solar", "    panels", "    inverters", "  storage",
                                          "    batteries", "    tanks", "4 leaf topic(s)"]
         assert srv.count == 10
@@ -200,7 +180,7 @@ def test_generate_a_qa_set_through_dvc_and_grow_it_from_the_cache(project):
         # two more items: the label stage reruns, replays the first run's 10 requests from the cache and
         # pays for 2 (batteries and tanks, second round)
         _shrink(repo, target=8)
-        out = _sh(run, repo, env)
+        out = sh(run, repo, env)
         assert _stages_run(out)[:4] == ["prefilter", "label", "merge", "split"]
         label = _metrics(repo, "label")
         assert (label["kept"], label["requests"], label["cache_hits"], srv.count) == (8, 2, 10, 12)

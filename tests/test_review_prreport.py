@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from distill.prreport import MARKER, change, direction, metric_rows
+from tests.dvc_project import copy_project
 from tests.fakes.openai_server import FakeOpenAI
 from tests.review_project import ROOT
 
@@ -102,17 +102,6 @@ def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
     return proc.stdout + proc.stderr
 
 
-def _copy_project(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    for rel in files:
-        src = ROOT / rel
-        keep = rel.startswith(("data/raw/", "data/labels_extra/", "data/reviews/")) or not rel.startswith(
-            ("data/", "models/", "metrics/", "tests/", "benchmarks/", ".github/"))
-        if src.is_file() and keep:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    (dst / "dvc.lock").unlink(missing_ok=True)
 
 
 def _project_yaml(base_url: str, alpha: float) -> str:
@@ -161,7 +150,7 @@ def _table(report: str, header: str, key_cells: int = 1) -> dict:
 def test_pr_report_on_two_commits_and_a_review_rerunning_merge_onwards(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test-pr-report")
     repo = tmp_path / "project"
-    _copy_project(repo)
+    copy_project(repo)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(ROOT / "src"), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}

@@ -12,9 +12,7 @@ after which the DVC run asks nothing. Slow: four DVC runs.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -24,20 +22,15 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.dvc_project import copy_project, git_init, project_env, sh
 from tests.fakes.openai_server import FakeOpenAI, first_user_message
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 KEY_ENV = "SCALE_DVC_KEY"
 SPLITS = ("train.jsonl", "val.jsonl", "test.jsonl")
 
 
-def _sh(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
-    return out
 
 
 def _lines(path: Path) -> list[dict]:
@@ -57,23 +50,9 @@ def server():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, server):
     dst = tmp_path_factory.mktemp("scale-dvc") / "project"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    for rel in files:
-        keep = rel.startswith(("data/raw/", "data/labels_extra/", "data/reviews/")) or not rel.startswith(
-            ("data/", "models/", "metrics/", "tests/", "benchmarks/", ".github/"))
-        if (ROOT / rel).is_file() and keep:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": str(ROOT / "src"), KEY_ENV: "sk-scale-dvc", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    env.pop("DISTILL_PARAMS", None)
-    _sh([sys.executable, "-m", "distill.cli", "config", "compose"], dst, env)
-    _sh(["git", "init", "-q", "-b", "main"], dst, env)
-    _sh(["git", "add", "-A"], dst, env)
-    _sh(["git", "commit", "-qm", "init"], dst, env)
+    copy_project(dst)
+    env = project_env(**{KEY_ENV: "sk-scale-dvc"})
+    git_init(dst, env)
     return dst, env
 
 
@@ -86,7 +65,7 @@ def _exp_run(repo: Path, env: dict, overrides: list[str]) -> str:
     args = [sys.executable, "-m", "dvc", "exp", "run", "split"]
     for o in overrides:
         args += ["-S", o]
-    return _sh(args, repo, env)
+    return sh(args, repo, env)
 
 
 def _sharded_dvc_yaml(repo: Path) -> None:
@@ -131,7 +110,7 @@ def test_two_shards_label_what_one_process_labels_and_ask_each_record_once(proje
 
     # 2. two shards as two DVC stage instances, sharing a fresh cache
     _sharded_dvc_yaml(repo)
-    _sh(["git", "commit", "-qam", "label in shards"], repo, env)
+    sh(["git", "commit", "-qam", "label in shards"], repo, env)
     before = server.count
     out = _exp_run(repo, env, [*_oracle(server, ".distill/cache/shared.sqlite"), "label.shards=[0,1]"])
     assert sorted(_stages_run(out)) == ["label_shards@0", "label_shards@1", "merge", "shard", "split"]
@@ -152,7 +131,7 @@ def test_two_shards_label_what_one_process_labels_and_ask_each_record_once(proje
     procs = []
     for i in (0, 1):
         params = repo.parent / f"params-machine-{i}.yaml"
-        _sh([sys.executable, "-m", "distill.cli", "config", "compose", "--output", str(params), *base,
+        sh([sys.executable, "-m", "distill.cli", "config", "compose", "--output", str(params), *base,
              "label.shards=[0,1]", f"label.cache_path=.distill/cache/machine-{i}.sqlite"], repo, env)
         procs.append(subprocess.Popen([sys.executable, "stages/label.py", "--shard", str(i)], cwd=repo,
                                       env={**env, "DISTILL_PARAMS": str(params)}, stdout=subprocess.PIPE,
@@ -160,7 +139,7 @@ def test_two_shards_label_what_one_process_labels_and_ask_each_record_once(proje
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stdout.read()
     assert _asked(server, before) == single_asked  # no record asked by both
-    merged = _sh([sys.executable, "-m", "distill.cli", "cache", "merge", ".distill/cache/team.sqlite",
+    merged = sh([sys.executable, "-m", "distill.cli", "cache", "merge", ".distill/cache/team.sqlite",
                   ".distill/cache/machine-0.sqlite", ".distill/cache/machine-1.sqlite"], repo, env)
     assert f".distill/cache/team.sqlite: {len(passed)} answer(s)" in merged
     # the DVC run then materialises both shards from the merged cache without a request
