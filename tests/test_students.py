@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from distill.config import LoraStudent, SklearnStudent
-from distill.filterspec import load_filter
 from distill.students import predict, read_manifest, train_student
-
-SPEC = load_filter("filters/sustainability_tech_deployment/v1")
-DIMS = SPEC.dimension_names
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def _example(i: int, topic: str, score: int) -> dict:
-    label = {d: score for d in DIMS} | {"reasoning": f"about {topic}"}
-    overall, tier = SPEC.score({d: score for d in DIMS})
-    user = f"Article {i}: the {topic} project is described here. " + ("operating " * (score // 2))
-    return {
-        "id": f"ex-{i}", "tier": tier, "overall": overall, "scores": {d: score for d in DIMS},
-        "messages": [
-            {"role": "system", "content": "Rate it."},
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": json.dumps(label)},
-        ],
-    }
-
-
-TOPICS = [("solar farm", 9), ("pilot electrolyser", 5), ("announced plan", 3), ("football", 0)]
-
-
-def _dataset(n: int, start: int = 0) -> list[dict]:
-    return [_example(i, *TOPICS[i % len(TOPICS)]) for i in range(start, start + n)]
+from tests.tiny_models import DIMS, SPEC, build_tiny_base, dataset
 
 
 def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
-    train, val, test = _dataset(40), _dataset(8), _dataset(12)
+    train, val, test = dataset(40), dataset(8), dataset(12)
     cfg = SklearnStudent(kind="sklearn")
     metrics = train_student(cfg, train, val, DIMS, tmp_path / "m")
     assert metrics["train_examples"] == 40 and metrics["val_mae"] < 1.0
@@ -54,81 +23,15 @@ def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
     assert all(0 <= v <= 10 for p in preds for v in p["scores"].values())
 
 
-def _random_score_chats(n: int) -> list[str]:
-    """Chats in the answer format whose scores are random: what a base model learns from these is
-    the format (keys, JSON, turn markers), not which score a kind of article gets."""
-    import random
-
-    rng = random.Random(1)
-    chats = []
-    for e in _dataset(n, start=1000):
-        label = {d: rng.randint(0, 10) for d in DIMS} | {
-            "reasoning": json.loads(e["messages"][2]["content"])["reasoning"]
-        }
-        messages = [*e["messages"][:2], {"role": "assistant", "content": json.dumps(label)}]
-        chats.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages))
-    return chats
-
-
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    """A 2-layer Qwen2 with a BPE tokenizer trained here, pretrained for a few seconds on chats in the
-    answer format with random scores: it writes the format but does not know the task. No download."""
     pytest.importorskip("torch")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    root = tmp_path_factory.mktemp("tiny-base")
-    texts = [m["content"] for e in _dataset(40) for m in e["messages"]]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts * 5, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        eos_token="<|im_end|>",
-        pad_token="<pad>",
-        bos_token=None,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(root)
-    config = Qwen2Config(
-        vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = fast(_random_score_chats(48), return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    for _ in range(300):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(root)
-    return str(root)
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
 
 
 @pytest.mark.slow
 def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
-    train = _dataset(8)
+    train = dataset(8)
     cfg = LoraStudent(
         kind="lora",
         base_model=tiny_base,
@@ -150,7 +53,7 @@ def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
 
     # articles it has not seen (other numbers, same four kinds): the answers are the schema's JSON,
     # with the scores the oracle gives that kind of article
-    held_out = _dataset(8, start=100)
+    held_out = dataset(8, start=100)
     preds = predict(tmp_path / "m", held_out, SPEC.json_schema)
     assert [p["id"] for p in preds] == [e["id"] for e in held_out]
     valid = [(p, e) for p, e in zip(preds, held_out) if p["scores"] is not None]
@@ -162,7 +65,7 @@ def test_lora_student_trains_saves_adapter_and_generates(tiny_base, tmp_path):
 
 @pytest.mark.slow
 def test_lora_training_is_reproducible(tiny_base, tmp_path):
-    train = _dataset(8)
+    train = dataset(8)
     cfg = LoraStudent(kind="lora", base_model=tiny_base, max_steps=5, batch_size=2, max_length=256)
     a = train_student(cfg, train, [], DIMS, tmp_path / "a")
     b = train_student(cfg, train, [], DIMS, tmp_path / "b")
