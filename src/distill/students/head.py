@@ -158,10 +158,11 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train_items),
                       eval_dataset=datasets.Dataset.from_list(val_items) if val_items else None,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    per_step = sum(len(i["input_ids"]) for i in train_items) / len(train_items) * cfg.batch_size * cfg.grad_accum
     curves = curves_callback(curves_dir)
     result, resumed = fit(trainer, folder, curves)
     metrics: dict[str, Any] = {"train_examples": len(train_rows), "base_model": cfg.base_model,
-                               **summary(trainer, result, resumed, curves, bool(val_items)),
+                               **summary(trainer, result, resumed, curves, bool(val_items), per_step),
                                "max_length": max_length, "truncated": truncated + val_truncated,
                                "longest_tokens": longest}
     out = Path(out_dir)

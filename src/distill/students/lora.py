@@ -77,8 +77,9 @@ def build(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset(train_data),
                          eval_dataset=dataset(val_data) if val_data else None,
                          processing_class=tokenizer, peft_config=peft_config)
+    mean_tokens = sum(len(e.input_ids) for e in train_data.examples) / len(train_data.examples)
     return {"trainer": trainer, "tokenizer": tokenizer, "train": train_data, "val": val_data, "backend": backend,
-            "curves": curves_callback(curves_dir)}
+            "curves": curves_callback(curves_dir), "tokens_per_step": mean_tokens * cfg.batch_size * cfg.grad_accum}
 
 
 def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any], out_dir: str | Path,
@@ -90,7 +91,8 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     trainer, tokenizer, data = built["trainer"], built["tokenizer"], built["train"]
     result, resumed = fit(trainer, folder, built["curves"])
     metrics = {"train_examples": len(data.examples), "backend": built["backend"],
-               **summary(trainer, result, resumed, built["curves"], built["val"] is not None),
+               **summary(trainer, result, resumed, built["curves"], built["val"] is not None,
+                         built["tokens_per_step"]),
                "dropped_too_long": len(data.dropped) + (len(built["val"].dropped) if built["val"] else 0),
                "longest_tokens": data.longest, "longest_answer_tokens": data.longest_answer}
     if data.dropped:

@@ -138,17 +138,23 @@ def fit(trainer, folder: Path, curves) -> tuple[Any, int]:
     return result, resumed_from
 
 
-def summary(trainer, result, resumed_from: int, curves, has_eval: bool) -> dict[str, Any]:
+def summary(trainer, result, resumed_from: int, curves, has_eval: bool, tokens_per_step: float | None = None
+            ) -> dict[str, Any]:
     """Training metrics from the Trainer's log (the whole run, resumed part included); evaluates the
-    validation loss once more at the end (a point on the eval curve) and closes the curves."""
+    validation loss once more at the end (a point on the eval curve) and closes the curves.
+    ``tokens_per_step`` (the mean example length times the examples per step) gives tokens/s."""
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    seconds = float(result.metrics.get("train_runtime", 0.0))
     metrics: dict[str, Any] = {
         "steps": int(result.global_step),
         "resumed_from_step": resumed_from,
+        "train_seconds": round(seconds, 2),
         "train_loss": round(float(result.training_loss), 4),
         "first_step_loss": round(float(losses[0]), 4) if losses else None,
         "last_step_loss": round(float(losses[-1]), 4) if losses else None,
     }
+    if tokens_per_step and seconds > 0:  # tokens through the model per second (the steps run in this process)
+        metrics["tokens_per_second"] = round(tokens_per_step * (result.global_step - resumed_from) / seconds, 1)
     if has_eval:
         metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
     curves.close()
