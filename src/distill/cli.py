@@ -319,6 +319,43 @@ def pr_report(base: str, output: str | None, plots_dir: str | None, plots_url: s
         click.echo(text)
 
 
+# ----------------------------------------------------------------------------- export
+@main.command("export")
+@click.option("--model", "model_dir", default=None, help="the student's folder (default: train.output_dir)")
+@click.option("--format", "fmt", required=True, type=click.Choice(["merged", "gguf", "safetensors", "onnx"]),
+              help="lora: merged | gguf (+ Ollama Modelfile); head: safetensors (= merged) | onnx")
+@click.option("--output", required=True, help="folder to write (replaced)")
+@click.option("--split", "split_path", default=None,
+              help="rows for the parity check (default: <split.output_dir>/test.jsonl)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="check on the first N rows only")
+@click.option("--base", default=None, help="a float checkpoint of the student's base to merge into")
+@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="GGUF weights")
+@click.option("--max-mae-delta", type=float, default=None, help="default 0.1 score points")
+@click.option("--max-tier-flips", type=float, default=None, help="share of items; default 0.1")
+@click.option("--max-answer-changes", type=float, default=None, help="share of items; default 0.1")
+@click.option("--max-valid-drop", type=float, default=None, help="default 0.05")
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+def export_cmd(model_dir, fmt, output, split_path, limit, base, dtype, params_path, **limits) -> None:
+    """Export the trained student (merged weights, GGUF + Modelfile, safetensors, ONNX) and check that the
+    exported model answers the test split like the student; exit 2 when it does not."""
+    from distill import jsonl, pipeline
+    from distill.config import read_params, section
+    from distill.students.export import Thresholds, export
+
+    params = read_params(params_path)
+    spec = pipeline.filter_spec(section(params, "filter", params_path))
+    model_dir = model_dir or section(params, "train", params_path).output_dir
+    split_path = split_path or str(Path(section(params, "split", params_path).output_dir) / "test.jsonl")
+    if not Path(split_path).is_file():
+        raise DistillError(f"{split_path} not found: run the pipeline first, or give --split")
+    rows = list(jsonl.read_jsonl(split_path))[:limit]
+    thresholds = Thresholds(**{k: v for k, v in limits.items() if v is not None})
+    report = export(model_dir, fmt, output, rows, spec, thresholds, base=base, dtype=dtype)
+    shown = {k: v for k, v in report.items() if k not in ("failures", "student", "export")}
+    click.echo(f"exported {model_dir} as {fmt} to {output}; parity on {report['n']} rows: {json.dumps(shown)}")
+    click.echo(f"  student: {json.dumps(report['student'])}\n  export:  {json.dumps(report['export'])}")
+
+
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)

@@ -111,9 +111,10 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     return metrics
 
 
-def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: bool = True):
-    """(model, tokenizer) of a saved LoRA student: the base with its adapter, merged when the base is float
-    (an adapter is never merged into 4-bit weights: it stays a separate layer there)."""
+def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: bool = True, base: str | None = None):
+    """(model, tokenizer) of a saved LoRA student: the base (``base``, or the one it was trained on) with
+    its adapter, merged when ``merge`` (on a float base: with unsloth on a GPU the 4-bit base keeps the
+    adapter as a separate layer)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -125,7 +126,7 @@ def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: b
     tokenizer = load_tokenizer(str(adapter))
     tokenizer.padding_side = "left"
     allow = cfg.get("allow_download", False)
-    if manifest.get("backend") == "unsloth" and device() == "cuda":
+    if manifest.get("backend") == "unsloth" and device() == "cuda" and merge and base is None:
         from unsloth import FastLanguageModel
 
         model, _ = FastLanguageModel.from_pretrained(model_name=str(adapter), load_in_4bit=manifest.get("base_4bit"),
@@ -134,7 +135,7 @@ def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: b
         return model, tokenizer
     if manifest.get("base_4bit"):
         log.warning("predict: this adapter was trained on a 4-bit base; without a GPU it runs on the float base")
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(cfg["base_model"]), dtype=torch.float32,
+    model = AutoModelForCausalLM.from_pretrained(resolve_base(base or cfg["base_model"]), dtype=torch.float32,
                                                  **load_kwargs(allow))
     model = PeftModel.from_pretrained(model, adapter)
     if merge:
