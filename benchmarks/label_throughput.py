@@ -31,7 +31,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -43,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _results import cpu_model, write_section
 from typing_extensions import Self
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -508,7 +508,7 @@ def table(results: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) -> str:
     out = [
         START, "## Label throughput", "",
-        (f"- Machine: {_cpu_model()}, {os.cpu_count()} logical cores, shared with other work while measured (the "
+        (f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, shared with other work while measured (the "
         "load average before each engine run is in the second table; 1.0 means one core busy with something "
         f"else); Python {platform.python_version()}, aiohttp {_version('aiohttp')}, openai {_version('openai')}, "
         f"orjson {_version('orjson') or 'not installed'}; default asyncio event loop."),
@@ -634,16 +634,6 @@ def _million_md(m: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -654,13 +644,7 @@ def _version(name: str) -> str:
 
 
 def update_results(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    write_section(START, END, section, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> None:

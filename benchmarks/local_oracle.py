@@ -26,6 +26,8 @@ import re
 import time
 from pathlib import Path
 
+from _results import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- local-oracle:start -->", "<!-- local-oracle:end -->"
@@ -171,12 +173,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        text = RESULTS.read_text(encoding="utf-8")
-        if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.DOTALL)
-        else:
-            text = text.rstrip() + "\n\n" + table + "\n"
-        RESULTS.write_text(text, encoding="utf-8")
+        write_section(START, END, table, RESULTS)
 
 
 if __name__ == "__main__":

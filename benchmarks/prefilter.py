@@ -36,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 import polars as pl
+from _results import cpu_model, write_section
 
 from distill.config import PrefilterConfig
 from distill.filterspec import PrefilterRules, load_filter
@@ -143,15 +144,7 @@ def profile_rules(frame: pl.DataFrame, rules: PrefilterRules, repeats: int) -> l
 
 
 def write_results(section: str) -> None:
-    body = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    if START in body and END in body:
-        head, rest = body.split(START, 1)
-        _, tail = rest.split(END, 1)
-        body = head + block + tail
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(body, encoding="utf-8")
+    write_section(START, END, section, RESULTS)
 
 
 def measure(rows: list[dict], rules: PrefilterRules, repeats: int, loop_repeats: int) -> dict:
@@ -214,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Prefilter",
         "",
-        (f"- Machine: {_cpu_name()}, {os.cpu_count()} logical cores (shared with other work "
+        (f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores (shared with other work "
          f"while measured); Python {platform.python_version()}, polars {pl.__version__}, "
          "POLARS_MAX_THREADS=1"),
         f"- Date: {dt.date.today().isoformat()}",
@@ -262,16 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         write_results(section)
         print(f"\nwrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _results import cpu_model, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT.parent / "shared" / "data" / "corpora"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -125,8 +127,8 @@ def markdown(results: list[dict[str, Any]], command: str, batch_rows: int) -> st
     import polars as pl
 
     lines = [START, "## Prefilter streaming", "",
-             (f"- Machine: {_cpu()}, {os.cpu_count()} logical cores (shared with other work while measured); Python "
-             f"{platform.python_version()}, polars {pl.__version__}"),
+             (f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores (shared with other work while measured); "
+              f"Python {platform.python_version()}, polars {pl.__version__}"),
              f"- Date: {dt.date.today().isoformat()}",
              f"- Command: `{command}`",
              ("- Data: synthetic JSONL, the shared BBC articles and energy-news items repeated with edits (id suffix, "
@@ -147,23 +149,8 @@ def markdown(results: list[dict[str, Any]], command: str, batch_rows: int) -> st
     return "\n".join(lines)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_results(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8")
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    write_section(START, END, section, RESULTS)
 
 
 def main() -> None:

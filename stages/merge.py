@@ -1,4 +1,4 @@
-"""merge stage: combine label files, drop exact duplicates, recompute scores and tiers from the filter."""
+"""merge stage: combine label files, drop exact and near duplicates, recompute scores and tiers from the filter."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from distill.stage import stage
 def main(params):
     spec = pipeline.filter_spec(section(params, "filter"))
     labels = Path(section(params, "label").output_dir) / "labels.jsonl"
-    pipeline.merge(section(params, "merge"), spec, labels)
+    pipeline.merge(section(params, "merge"), spec, labels, dedup=section(params, "dedup"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""split stage: seeded, tier-stratified train / val / test in chat format, with a balance report."""
+"""split stage: seeded, tier-stratified train / val / test in chat format, with a balance report;
+near-duplicate clusters stay in one split."""
 
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from distill.stage import stage
 def main(params):
     spec = pipeline.filter_spec(section(params, "filter"))
     merged = Path(section(params, "merge").output_dir) / "labels.jsonl"
-    pipeline.split(section(params, "split"), spec, merged)
+    pipeline.split(section(params, "split"), spec, merged, dedup=section(params, "dedup"))
 
 
 if __name__ == "__main__":

@@ -246,7 +246,9 @@ def test_fault_ends_in_valid_or_invalid_and_budgets_hold(provider, fault_name, t
                 for earlier, later in itertools.pairwise(reqs):
                     waited = later.mono - finished[earlier.n]
                     assert waited >= RETRY_AFTER_S, (title, waited)
-                    assert waited < RETRY_AFTER_S + 1.0, (title, waited)  # and not much later
+                    # and not much later (the slack is for a starved CI machine: the wrong waits this
+                    # guards against are the 6-minute token reset or a default backoff's 60 s)
+                    assert waited < RETRY_AFTER_S + 2.5, (title, waited)
         if fault_name == "stall":  # the stalled request was given up at the client's timeout
             for i in ONCE:
                 first, retry = groups[(titles[i], 0)]
@@ -313,7 +315,7 @@ def test_ratelimit_headers_on_every_response(provider, tmp_path, monkeypatch):
     backoff_max_s = 1.0
     with server_cls(responder) as srv:
         srv.headers = mod.ratelimit_headers(limit_requests=500, remaining_requests=499,
-                                            reset_requests="1s", limit_tokens=200000,
+                                            reset_requests="5s", limit_tokens=200000,
                                             remaining_tokens=1000, reset_tokens="6m0s")
         cfg = oracle_cfg(provider, srv, key_env)
         t0 = time.monotonic()
@@ -324,11 +326,11 @@ def test_ratelimit_headers_on_every_response(provider, tmp_path, monkeypatch):
         finished = srv.finished_at
     assert metrics["valid"] == 6 and metrics["transport_retries"] == 3
     first, retry = groups[(reset_title, 0)]
-    assert 0.4 <= retry.mono - finished[first.n] < 0.4 + 1.0  # the reply's reset, not the server's
+    assert 0.4 <= retry.mono - finished[first.n] < 0.4 + 2.5  # the reply's reset, not the server's (5 s)
     first, retry = groups[(failed_title, 0)]
-    assert retry.mono - finished[first.n] < 0.5, "a 500 waited for x-ratelimit-reset-tokens"
+    assert retry.mono - finished[first.n] < 2.5, "a 500 waited for x-ratelimit-reset-*"
     first, retry = groups[(hour_title, 0)]
-    assert backoff_max_s <= retry.mono - finished[first.n] < backoff_max_s + 1.0
+    assert backoff_max_s <= retry.mono - finished[first.n] < backoff_max_s + 2.5
     assert elapsed < 10  # nobody waited an hour (or six minutes)
 
 

@@ -49,6 +49,7 @@ FIELDS = {
     "run_end": {"records", "requests", "cache_hits", "attempts", "valid", "invalid", "skipped",
                 "provider_errors", "transport_retries", "rate_limited", "input_tokens",
                 "output_tokens", "cached_input_tokens", "cached_output_tokens", "cost_usd", "gold_checked",
+                "gold_unusable",
                 "gold_agreed"},
 }
 

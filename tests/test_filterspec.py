@@ -283,7 +283,8 @@ def project_copy(tmp_path: Path, name: str = "sustainability_tech_deployment", v
         (dest / "filter.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     conf = tmp_path / "conf" / "filter"
     if not conf.exists():
-        shutil.copytree(ROOT / "conf" / "filter", conf)
+        conf.mkdir(parents=True)
+        shutil.copy(ROOT / "conf" / "filter" / f"{REAL_FILTER.parent.name}.yaml", conf)
     return dest
 
 

@@ -266,7 +266,8 @@ def test_the_command_writes_the_agreement_and_evaluate_shows_the_floor(tmp_path,
                 }
             )
         )
-    jsonl.write_jsonl("split/test.jsonl", dims_rows[8:])
+    # the floor counts only for the items it was measured on: the test split holds the sampled ids
+    jsonl.write_jsonl("split/test.jsonl", [{**row, "id": i} for row, i in zip(dims_rows[8:], sampled)])
     train_student(SklearnStudent(kind="sklearn"), dims_rows[:8], [], DIMS, "model")
     metrics = pipeline.evaluate(
         EvaluateConfig(output_dir="eval"), SPEC, "split", "model", metrics_dir=Path("metrics")
@@ -277,6 +278,15 @@ def test_the_command_writes_the_agreement_and_evaluate_shows_the_floor(tmp_path,
     table = format_table(metrics)
     assert "oracle vs oracle (floor):" in table
     assert f"  {'overall_mae':<26}{floor['overall_mae']:>10}" in table.splitlines()
+
+    # a floor measured on other items (a stale file, or a sample of passed.jsonl) is never shown
+    jsonl.write_jsonl("split/test.jsonl", dims_rows[8:])
+    metrics = pipeline.evaluate(
+        EvaluateConfig(output_dir="eval"), SPEC, "split", "model", metrics_dir=Path("metrics")
+    )
+    assert "oracle_floor" not in metrics
+    assert "measured on 4 item(s) that are not these 4 test items" in metrics["oracle_floor_missing"]
+    assert "rerun the oracle_check stage" in format_table(metrics)
 
     AGREEMENT.unlink()  # no check run: no floor
     metrics = pipeline.evaluate(

@@ -36,6 +36,12 @@ def test_change_has_a_sign_an_arrow_and_says_better_or_worse_when_the_name_tells
     assert change(None, 3, "n_test") == "new" and change(3, None, "n_test") == "removed"
     assert change("sklearn", "lora", "student") == "changed" and change(2, 2, "x") == "0"
     assert direction("oracle_floor.tier_agreement") == 1 and direction("reviews.stale") == -1
+    # the evaluation's newer figures: a larger kappa or correlation is better, a larger error or cost worse, and
+    # a student-minus-baseline difference reads like its figure
+    assert direction("tier_qwk") == 1 and direction("spearman.scale") == 1 and direction("rmse.scale") == -1
+    assert direction("student_minus_mean.overall_mae.diff") == -1
+    assert direction("student_minus_majority.accuracy.diff") == 1
+    assert direction("cost.oracle.usd_per_1k_items") == -1
 
 
 def test_metric_rows_keep_only_what_changed():

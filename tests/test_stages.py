@@ -42,7 +42,8 @@ def test_malformed_corpus_is_quarantined_with_line_and_reason(tmp_path):
         json.dumps({**good, "id": "a5"}).encode(),
     ]
     (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl"])
+    # a1 and a5 share their text on purpose (this is about quarantine): dedup off (tests/test_dedup.py)
+    cwd = _workdir(tmp_path, ["prefilter.input=corpus.jsonl", "dedup.exact=false", "dedup.minhash.enabled=false"])
     proc = _run("prefilter", cwd)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((cwd / "metrics/prefilter.json").read_text())
@@ -128,8 +129,10 @@ def test_a_glob_of_compressed_files_runs_in_small_batches_with_the_same_outputs(
     outputs = {}
     for batch_rows in (2, 50000):
         shutil.rmtree(tmp_path / "filters", ignore_errors=True)
+        # the good rows differ by one word (near duplicates): dedup off, this is about batches
         cwd = _workdir(tmp_path, ["prefilter.input=raw/*.jsonl*", "prefilter.track=raw",
-                                  f"prefilter.batch_rows={batch_rows}", "prefilter.blocked_sample_size=3"])
+                                  f"prefilter.batch_rows={batch_rows}", "prefilter.blocked_sample_size=3",
+                                  "dedup.exact=false", "dedup.minhash.enabled=false"])
         proc = _run("prefilter", cwd)
         assert proc.returncode == 0, proc.stderr
         outputs[batch_rows] = {name: (cwd / "data/prefiltered" / name).read_text()

@@ -16,7 +16,7 @@ import pytest
 
 from distill.errors import ConfigError
 from distill.students import backends
-from tests.tiny_models import SPEC, dataset
+from tests.tiny_lm import SPEC, dataset
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from distill.config import HeadStudent, LoraStudent
 from distill.students import predict, train_student
 from distill.students.export import Thresholds, check_export, export
 from distill.students.gguf_export import ExportError, go_template
-from tests.tiny_models import DIMS, SPEC, build_tiny_base, dataset
+from tests.tiny_lm import DIMS, SPEC, build_score_base, dataset
 
 
 def _student_dir(tmp_path, kind: str, base: str) -> str:
@@ -51,7 +51,7 @@ def test_a_format_the_student_cannot_take_is_refused(tmp_path, kind, fmt, messag
 def lora_student(tmp_path_factory):
     pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("lora-export")
-    base = build_tiny_base(root / "base")
+    base = build_score_base(root / "base")
     cfg = LoraStudent(kind="lora", base_model=base, rank=16, alpha=32, dropout=0.0, max_steps=60, learning_rate=1e-2,
                       batch_size=4, save_steps=0, checkpoint_dir=str(root / "ckpt"),
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])

@@ -18,20 +18,20 @@ from distill.config import LoraStudent
 from distill.errors import ConfigError
 from distill.students import task_info, train_student
 from distill.students.chat_data import IGNORE, TemplateError, prepare, render_prompt
-from tests.tiny_models import CHAT_TEMPLATE, DIMS, build_tiny_base, build_tokenizer, dataset
+from tests.tiny_lm import CHAT_TEMPLATE, DIMS, build_score_base, build_tokenizer, dataset, score_texts
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     pytest.importorskip("transformers")
-    return build_tokenizer(tmp_path_factory.mktemp("tok"))
+    return build_tokenizer(tmp_path_factory.mktemp("tok"), score_texts())
 
 
 @pytest.fixture(scope="module")
 def random_base(tmp_path_factory):
     """The tiny Qwen2 with random weights: enough for the plumbing, built in a second."""
     pytest.importorskip("torch")
-    return build_tiny_base(tmp_path_factory.mktemp("random-base"), pretrain_steps=0)
+    return build_score_base(tmp_path_factory.mktemp("random-base"), steps=0)
 
 
 def _prompt_ids(tokenizer, row) -> list[int]:
@@ -72,7 +72,7 @@ def test_a_template_that_renders_the_prompt_differently_is_refused(tmp_path):
     pytest.importorskip("transformers")
     # the generation prompt opens a "thinking" block the full conversation does not have
     template = CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>{% endif %}")
-    tok = build_tokenizer(tmp_path, chat_template=template)
+    tok = build_tokenizer(tmp_path, score_texts(), chat_template=template)
     with pytest.raises(TemplateError, match="renders the prompt differently"):
         prepare(tok, dataset(2), None)
 
@@ -87,14 +87,14 @@ def test_a_template_whose_turn_does_not_end_with_eos_is_refused(tokenizer):
 def test_a_template_that_rewrites_the_answer_is_refused(tmp_path):
     pytest.importorskip("transformers")
     template = CHAT_TEMPLATE.replace("{{ m['content'] }}", "{{ m['content'] | trim | upper }}")
-    tok = build_tokenizer(tmp_path, chat_template=template)
+    tok = build_tokenizer(tmp_path, score_texts(), chat_template=template)
     with pytest.raises(TemplateError, match="verbatim"):
         prepare(tok, dataset(2), None)
 
 
 def test_a_base_without_a_chat_template_is_refused(tmp_path):
     pytest.importorskip("transformers")
-    tok = build_tokenizer(tmp_path, chat_template=None)
+    tok = build_tokenizer(tmp_path, score_texts(), chat_template=None)
     with pytest.raises(TemplateError, match="no chat template"):
         prepare(tok, dataset(2), None)
 

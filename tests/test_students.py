@@ -6,7 +6,7 @@ import pytest
 
 from distill.config import LoraStudent, SklearnStudent
 from distill.students import predict, read_manifest, train_student
-from tests.tiny_models import DIMS, SPEC, build_tiny_base, dataset
+from tests.tiny_lm import DIMS, SPEC, build_score_base, dataset
 
 
 def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
@@ -26,7 +26,7 @@ def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     pytest.importorskip("torch")
-    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+    return build_score_base(tmp_path_factory.mktemp("tiny-base"))
 
 
 @pytest.mark.slow
@@ -73,3 +73,23 @@ def test_lora_training_is_reproducible(tiny_base, tmp_path):
     assert (tmp_path / "a/adapter/adapter_model.safetensors").read_bytes() == (
         tmp_path / "b/adapter/adapter_model.safetensors"
     ).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_lora_student_serves_batch_after_batch_from_one_child(tiny_base, tmp_path):
+    """`distill infer` / `distill chat` keep one child serving the LoRA student: its answers are the ones
+    a one-shot predict gives, batch after batch."""
+    from distill.inference import Predictor
+
+    cfg = LoraStudent(kind="lora", base_model=tiny_base, max_steps=5, batch_size=2, max_length=256,
+                      max_new_tokens=60)
+    train_student(cfg, dataset(8), [], SPEC, tmp_path / "m")
+    held_out = dataset(6, start=100)
+    direct = predict(tmp_path / "m", held_out, SPEC)  # one child, one call
+    with Predictor(tmp_path / "m", SPEC) as predictor:
+        first = predictor(held_out[:3])
+        thread = predictor._thread
+        second = predictor(held_out[3:])
+        assert predictor._thread is thread and thread.is_alive()  # the same child answered both batches
+    assert first + second == direct
+    assert not thread.is_alive()

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from distill import __version__
+from distill.cli_student import chat, infer
+from distill.cli_templates import templates
 from distill.errors import DistillError
 
 
@@ -30,7 +32,7 @@ def main() -> None:
     """Reproducible LLM knowledge distillation.
 
     The pipeline itself runs with DVC (`dvc exp run`); these commands inspect filters, check and compose
-    the configuration, and report results.
+    the configuration, report results and use a trained student (infer, chat).
     """
 
 
@@ -98,6 +100,8 @@ def filters_show(name: str, version: str, root: str, schema: bool) -> None:
             click.echo(f"  {t.name:<26}{t.min_score:>5.1f}  {t.description}")
     else:
         click.echo(spec.summary())
+    if not spec.READS_CORPUS:  # a generate filter: no corpus, no prefilter rules
+        return
     p = spec.prefilter
     click.echo("\nprefilter:")
     click.echo(f"  min_words={p.min_words} max_words={p.max_words} min_english_share={p.min_english_share}")
@@ -122,10 +126,11 @@ def config_check(params_path: str, config_dir: str) -> None:
     filters that no conf/filter/<name>.yaml selects."""
     from distill.config import FilterRef, check_all, load_dotenv, read_params
     from distill.filterspec import conf_problems
+    from distill.students import params_problems
 
     load_dotenv()
     params = read_params(params_path)
-    problems = check_all(params, source=params_path)
+    problems = check_all(params, source=params_path) + params_problems(params, params_path)
     try:
         root = FilterRef.model_validate(params.get("filter")).root
     except ValueError:  # already reported by check_all
@@ -190,7 +195,7 @@ def oracle_check(params_path: str, input_path: str | None, output: str, config_d
     load_dotenv()
     result = run(params_path, input_path, output=output, config_dir=config_dir,
                  sample_size=sample_size)
-    click.echo(format_agreement(result))
+    click.echo(format_agreement(result) if result.get("measured", True) else f"not measured: {result['reason']}")
     click.echo(f"wrote {output}")
 
 
@@ -319,43 +324,6 @@ def pr_report(base: str, output: str | None, plots_dir: str | None, plots_url: s
         click.echo(text)
 
 
-# ----------------------------------------------------------------------------- export
-@main.command("export")
-@click.option("--model", "model_dir", default=None, help="the student's folder (default: train.output_dir)")
-@click.option("--format", "fmt", required=True, type=click.Choice(["merged", "gguf", "safetensors", "onnx"]),
-              help="lora: merged | gguf (+ Ollama Modelfile); head: safetensors (= merged) | onnx")
-@click.option("--output", required=True, help="folder to write (replaced)")
-@click.option("--split", "split_path", default=None,
-              help="rows for the parity check (default: <split.output_dir>/test.jsonl)")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="check on the first N rows only")
-@click.option("--base", default=None, help="a float checkpoint of the student's base to merge into")
-@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="GGUF weights")
-@click.option("--max-mae-delta", type=float, default=None, help="default 0.1 score points")
-@click.option("--max-tier-flips", type=float, default=None, help="share of items; default 0.1")
-@click.option("--max-answer-changes", type=float, default=None, help="share of items; default 0.1")
-@click.option("--max-valid-drop", type=float, default=None, help="default 0.05")
-@click.option("--params", "params_path", default="params.yaml", show_default=True)
-def export_cmd(model_dir, fmt, output, split_path, limit, base, dtype, params_path, **limits) -> None:
-    """Export the trained student (merged weights, GGUF + Modelfile, safetensors, ONNX) and check that the
-    exported model answers the test split like the student; exit 2 when it does not."""
-    from distill import jsonl, pipeline
-    from distill.config import read_params, section
-    from distill.students.export import Thresholds, export
-
-    params = read_params(params_path)
-    spec = pipeline.filter_spec(section(params, "filter", params_path))
-    model_dir = model_dir or section(params, "train", params_path).output_dir
-    split_path = split_path or str(Path(section(params, "split", params_path).output_dir) / "test.jsonl")
-    if not Path(split_path).is_file():
-        raise DistillError(f"{split_path} not found: run the pipeline first, or give --split")
-    rows = list(jsonl.read_jsonl(split_path))[:limit]
-    thresholds = Thresholds(**{k: v for k, v in limits.items() if v is not None})
-    report = export(model_dir, fmt, output, rows, spec, thresholds, base=base, dtype=dtype)
-    shown = {k: v for k, v in report.items() if k not in ("failures", "student", "export")}
-    click.echo(f"exported {model_dir} as {fmt} to {output}; parity on {report['n']} rows: {json.dumps(shown)}")
-    click.echo(f"  student: {json.dumps(report['student'])}\n  export:  {json.dumps(report['export'])}")
-
-
 # ----------------------------------------------------------------------------- report
 @main.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
@@ -424,6 +392,18 @@ def _dimension_order(params_path: str, metrics: dict) -> list[str] | None:
         return None
     return names if set(names) == wanted else None
 
+
+def _register_data_commands() -> None:
+    from distill.cli_data import dupes, export
+
+    main.add_command(dupes)
+    main.add_command(export)
+
+
+_register_data_commands()
+main.add_command(infer)
+main.add_command(chat)
+main.add_command(templates)  # distill templates: in its own module (click only, no heavy import)
 
 if __name__ == "__main__":
     main()

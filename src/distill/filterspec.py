@@ -79,6 +79,9 @@ def load_filter(path: str | Path) -> FilterSpec:
         spec = cls.model_validate({"kind": cls.KIND, **raw})
     except ValidationError as e:
         raise FilterSpecError(_format_validation_error(path, e)) from None
+    own = spec.load_prompts(path.parent)  # a kind that finds its own prompts (generate: a named template)
+    if own is not None:
+        return own
 
     tpath = path.parent / spec.template
     if not tpath.is_file():

@@ -30,7 +30,12 @@ def normalise(text: str) -> str:
 
 
 def text_hash(text: str) -> str:
-    return hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).hexdigest()
+    return normalised_hash(normalise(text))
+
+
+def normalised_hash(norm: str) -> str:
+    """:func:`text_hash` of a text already normalised."""
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def dedup_exact(

@@ -3,6 +3,9 @@
 The scripts in ``stages/`` only read ``params.yaml`` and call these, so every stage can be run and
 tested without DVC or Hydra. Output locations come from the config (``output_dir`` of each section),
 and ``dvc.yaml`` interpolates the same params, so paths are written down once.
+
+Over 400 lines on purpose: one short function per stage, so every stage's inputs, outputs and metrics
+(the data contract) read in one place; the work itself lives in the modules each function calls.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from distill import jsonl
 from distill.config import (
+    DedupConfig,
     EvaluateConfig,
     FilterRef,
     LabelConfig,
@@ -42,21 +46,28 @@ def _require(path: str | Path, what: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- prefilter
-PREFILTER_OUTPUTS = ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl", "source_snapshot.jsonl")
+PREFILTER_OUTPUTS = ("passed.jsonl", "blocked_sample.jsonl", "quarantine.jsonl", "duplicates.jsonl",
+                     "source_snapshot.jsonl")
 
 
-def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRICS_DIR,
+              dedup: DedupConfig | None = None) -> dict[str, Any]:
     """Read the input batch by batch (``prefilter.batch_rows`` records), apply the rules to each batch and
     write the outputs as it goes, so memory stays bounded whatever the input's size. Every output is
     written under a temporary name and moved into place only when the whole input was read: a failure
     half way (a lost database connection, a malformed file) leaves no output, and removes the outputs of
     an earlier run, so nothing incomplete or stale looks complete. A database input is also copied to
-    ``source_snapshot.jsonl``, its row count and SHA-256 in the metrics."""
+    ``source_snapshot.jsonl``, its row count and SHA-256 in the metrics. Records that pass the rules
+    are then deduplicated (``dedup``: exact, MinHash, semantic; the first occurrence kept), so the
+    oracle never labels the same text twice: each removal goes to ``duplicates.jsonl``, explained."""
+    from distill.dedup import Deduper
     from distill.jsonl import AtomicWriter
     from distill.prefilter import PASS, apply_rules, records_frame
     from distill.sources import CorpusStream
     from distill.sources.snapshot import SnapshotWriter
 
+    if not spec.READS_CORPUS:
+        return _no_corpus(cfg, spec, metrics_dir)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     stream = CorpusStream(cfg)
@@ -64,8 +75,10 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     by_reason: Counter[str] = Counter()
     sampler = _BlockedSampler(cfg.blocked_sample_size)
     snapshot = None
+    deduper = Deduper(dedup or DedupConfig())
     try:
-        with AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine:
+        with (AtomicWriter(out / "passed.jsonl") as passed, AtomicWriter(out / "quarantine.jsonl") as quarantine,
+              AtomicWriter(out / "duplicates.jsonl") as dupes):
             stream.on_quarantine = quarantine.write
             if stream.snapshots:
                 snapshot = SnapshotWriter(out / "source_snapshot.jsonl")
@@ -73,18 +86,27 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
             with snapshot or contextlib.nullcontext():
                 for batch in stream.batches():
                     decisions = apply_rules(records_frame(batch), spec.prefilter).to_list()
+                    survivors = []
                     for record, decision in zip(batch, decisions):
                         if decision == PASS:
-                            passed.write(record)
+                            survivors.append(record)
                         else:
                             by_reason[decision] += 1
                             sampler.offer(record, decision)
+                    for record, why in zip(survivors, deduper.batch(survivors)):
+                        if why is None:
+                            passed.write(record)
+                        else:  # the whole record, so nothing is lost, and why it went
+                            dupes.write({**why, "title": record.get("title"), "text": record["text"],
+                                         "metadata": record.get("metadata")})
                 passed_n = passed.count
         jsonl.write_jsonl(out / "blocked_sample.jsonl", sampler.sample())
     except BaseException:
         for name in PREFILTER_OUTPUTS:  # an earlier run's outputs must not pass for this run's
             (out / name).unlink(missing_ok=True)
         raise
+    finally:
+        deduper.close()
     if snapshot is None:
         (out / "source_snapshot.jsonl").unlink(missing_ok=True)
     by_reason = dict(sorted(by_reason.items()))
@@ -98,6 +120,7 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
         "passed": passed_n,
         "blocked": blocked_n,
         "blocked_by_reason": by_reason,
+        "duplicates": dict(deduper.counts),
         "pass_rate": round(passed_n / stream.records, 4) if stream.records else 0.0,
         "missing_columns": stream.missing_columns,
         "synthesised_ids": stream.synthesised_ids,
@@ -109,11 +132,29 @@ def prefilter(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path = METRIC
     if quarantined:
         log.warning("prefilter: %d malformed row(s) quarantined in %s (%s)", quarantined,
                     out / "quarantine.jsonl", _counts(stream.quarantine_counts))
-    log.info("prefilter: %d records, %d passed, %d blocked %s", stream.records, passed_n, blocked_n, by_reason)
+    log.info("prefilter: %d records, %d passed, %d blocked %s, %d duplicate(s) removed %s", stream.records, passed_n,
+             blocked_n, by_reason, sum(deduper.counts.values()), dict(deduper.counts))
     if not stream.records:  # outputs and metrics are written: the user can look
         raise InputError(_nothing_read(cfg, stream, out))
     if not passed_n:
         raise InputError(_nothing_passed(spec, by_reason, out))
+    return metrics
+
+
+def _no_corpus(cfg: PrefilterConfig, spec: FilterSpec, metrics_dir: Path) -> dict[str, Any]:
+    """A generate filter reads no corpus (its topics come from the oracle, or ``topics.seeds`` in the
+    filter): the stage writes empty outputs, so the graph stays the same, and says so in its metrics."""
+    out = Path(cfg.output_dir)
+    for name in PREFILTER_OUTPUTS[:3]:
+        jsonl.write_jsonl(out / name, [])
+    (out / "source_snapshot.jsonl").unlink(missing_ok=True)
+    note = (f"filter {spec.name} is a {spec.KIND} task: it reads no corpus, so prefilter.input is not read "
+            "and the label stage writes the data")
+    metrics = {"rows_read": 0, "quarantined": 0, "quarantine_reasons": {}, "records": 0, "passed": 0, "blocked": 0,
+               "blocked_by_reason": {}, "pass_rate": 0.0, "missing_columns": {}, "synthesised_ids": 0,
+               "seconds": 0.0, "skipped": note}
+    jsonl.write_json(metrics_dir / "prefilter.json", metrics)
+    log.info("prefilter: %s", note)
     return metrics
 
 
@@ -203,9 +244,14 @@ def label(
     from distill.labeling.cache import ResponseCache
     from distill.labeling.engine import TooManyProviderErrors
     from distill.labeling.events import Events
+    from distill.labeling.gold import GoldPolicy
     from distill.labeling.progress import Progress
     from distill.providers.prices import budget_problem
 
+    if not spec.READS_CORPUS:  # a generate filter: the job writes the rows itself (distill.labeling.generate)
+        from distill.labeling.generate import generate
+
+        return generate(label_cfg, oracle_cfg, spec, metrics_dir, provider)
     input_path = _require(input_path, "run the prefilter stage first")
     problem = budget_problem(oracle_cfg, label_cfg.budget_usd)
     if problem:  # before any request: a cap on dollars needs a price
@@ -228,6 +274,12 @@ def label(
     cache = ResponseCache(label_cfg.cache_path)
     events = Events(out / "events.jsonl")
     labeler = build_labeler(spec, oracle_cfg, label_cfg, cache, providers=providers, events=events)
+    cascade = None
+    if label_cfg.cascade is not None:  # a cheaper bulk oracle beside the configured (strong) one
+        from distill.labeling.cascade import build_cascade
+
+        cascade = build_cascade(label_cfg, labeler)
+        providers = [*providers, *cascade.bulk.providers]
     limits = labeler.scheduler.describe()
     names = ", ".join(f"{p.describe()} (weight {w:g})" if len(providers) > 1 else p.describe() for p, w in providers)
     log.info("label: %d records with %s; limits: %s; up to %d attempts and %d transport retries each; "
@@ -236,15 +288,21 @@ def label(
              label_cfg.cache_path, len(cache))
     events.emit("run_start", total=total, oracle=names, limits=limits, budget_usd=label_cfg.budget_usd)
     progress = Progress(total, labeler, label_cfg.progress, label_cfg.progress_interval_s, limits)
+    gold = GoldPolicy(spec, label_cfg.on_gold_mismatch)
     t0 = time.perf_counter()
 
     async def run() -> None:
         ticker = asyncio.ensure_future(progress.run())
         try:
-            with jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad:
-                async for kind, row in labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency):
+            with (jsonl.AtomicWriter(out / "labels.jsonl") as good, jsonl.AtomicWriter(out / "invalid.jsonl") as bad,
+                  jsonl.AtomicWriter(out / "gold_mismatch.jsonl") as apart):
+                outcomes = (cascade.run(lambda: jsonl.read_jsonl(input_path), label_cfg.concurrency) if cascade
+                            else labeler.run(jsonl.read_jsonl(input_path), label_cfg.concurrency))
+                async for kind, row in outcomes:
                     if kind == "valid":
-                        good.write(row)
+                        kept = gold.apply(row, apart.write)
+                        if kept is not None:
+                            good.write(kept)
                     elif kind == "invalid":
                         bad.write(row)
                     progress.record(kind)
@@ -256,22 +314,34 @@ def label(
 
     try:
         asyncio.run(run())
+        if cascade is not None and cascade.bulk.stop_reason and not labeler.stop_reason:
+            labeler.stop_reason = cascade.bulk.stop_reason  # the shared budget stopped the bulk oracle
     except TooManyProviderErrors as e:  # the oracle looks down: stop, but say how to resume
         raise DistillError(f"{e}. Answers received so far are cached: rerun the stage to resume; "
                            "only what was not answered is requested again.") from e
     finally:
         cache.close()
         progress.finish()
-        stats = labeler.stats
+        stats = labeler.stats if cascade is None else cascade.combined_stats()
         if labeler.stop_reason:  # the budget stopped it: every record not labelled was skipped
             stats.skipped = total - stats.valid - stats.invalid
         events.emit("run_end", **{k: v for k, v in stats.as_dict().items() if not isinstance(v, dict)})
         events.close()
         metrics = {**stats.as_dict(), "oracle": names, "mode": label_cfg.mode, "budget_usd": label_cfg.budget_usd,
-                   "stopped": labeler.stop_reason, "seconds": round(time.perf_counter() - t0, 3)}
+                   "gold": gold.metrics(stats), "stopped": labeler.stop_reason,
+                   "seconds": round(time.perf_counter() - t0, 3)}
         if batch_metrics is not None:
             metrics["batch"] = batch_metrics
+        if cascade is not None:
+            metrics["cascade"] = cascade.report()
         jsonl.write_json(metrics_dir / "label.json", metrics)
+    if stats.gold_unusable:
+        log.warning("label: %d record(s) carry a golden answer this %s task cannot read (the first: %s), so it "
+                    "was not compared; check prefilter.field_map.gold and the task's labels, types or gold.compare",
+                    stats.gold_unusable, spec.KIND, labeler.first_unusable_gold)
+    if stats.gold_checked:
+        log.info("label: the oracle agrees with gold on %d of %d records (%s); %s",
+                 stats.gold_agreed, stats.gold_checked, metrics["gold"]["share"], _counts(gold.counts) or "-")
     if labeler.stop_reason:
         raise DistillError(
             f"{labeler.stop_reason}. {stats.valid + stats.invalid} records labelled, "
@@ -287,12 +357,14 @@ def label(
 
 
 # ----------------------------------------------------------------------------- merge
-def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
+def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: Path = METRICS_DIR,
+          dedup: DedupConfig | None = None) -> dict[str, Any]:
     """Merge the label stage's ``labels`` with every ``*.jsonl`` label file in ``merge.extra_dir``
     (earlier runs, other oracles), apply the reviews (``merge.reviews``), rescore with the current
-    filter and drop duplicates. A record reviewed as incorrect is dropped, or written to
-    ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
-    from distill.merge import apply_reviews, dedup_exact, rescore
+    filter and drop duplicates (``dedup``: exact, MinHash, semantic; explained in duplicates.jsonl). A
+    record reviewed as incorrect is dropped, or written to ``rejected.jsonl`` with ``merge.incorrect=keep_apart``."""
+    from distill.dedup import Deduper, dedup_stream
+    from distill.merge import apply_reviews, rescore
 
     inputs = [_require(labels, "run the label stage first")]
     extra = Path(cfg.extra_dir)
@@ -320,24 +392,31 @@ def merge(cfg: MergeConfig, spec: FilterSpec, labels: str | Path, metrics_dir: P
                 elif cfg.incorrect == "keep_apart":
                     apart.write(row)
 
-        for row, dup in dedup_exact(reviewed_rows()):
-            if dup is None:
-                keep.write(row)
-                kept += 1
-                strata[spec.stratum(row)] += 1
-            else:
-                dupes.write({**dup, "label_file": row["label_file"]})
-                dropped += 1
+        deduper = Deduper(dedup or DedupConfig())
+        try:
+            for row, dup in dedup_stream(reviewed_rows(), deduper):
+                if dup is None:
+                    keep.write(row)
+                    kept += 1
+                    strata[spec.stratum(row)] += 1
+                else:
+                    dupes.write({**dup, "label_file": row["label_file"], "title": row.get("title"),
+                                 "text": row["text"], "label": row.get("label")})
+                    dropped += 1
+        finally:
+            deduper.close()
     rejected = counts["rejected"]
-    metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept, "exact_duplicates": dropped,
+    by_method = dict(deduper.counts)
+    metrics = {"inputs": len(inputs), "rows_in": kept + dropped + rejected, "kept": kept,
+               "exact_duplicates": by_method["exact"], "duplicates": by_method,
                spec.STRATA: {t: strata.get(t, 0) for t in spec.strata()},
                "reviews": {"in_file": len(reviews), "applied": len(matched), "stale": len(reviews) - len(matched),
                            "corrected": counts["corrected"], "confirmed": counts["confirmed"],
                            "incorrect_dropped": rejected if cfg.incorrect == "drop" else 0,
                            "incorrect_kept_apart": rejected if cfg.incorrect == "keep_apart" else 0}}
     jsonl.write_json(metrics_dir / "merge.json", metrics)
-    log.info("merge: %d rows in, %d kept, %d exact duplicates dropped; reviews: %d corrected, %d incorrect (%s)",
-             kept + dropped + rejected, kept, dropped, counts["corrected"], rejected, cfg.incorrect)
+    log.info("merge: %d rows in, %d kept, %d duplicates dropped %s; reviews: %d corrected, %d incorrect (%s)",
+             kept + dropped + rejected, kept, dropped, by_method, counts["corrected"], rejected, cfg.incorrect)
     return metrics
 
 
@@ -366,31 +445,59 @@ def read_reviews(path: str | Path, spec: FilterSpec) -> dict[tuple[str, str], di
 
 # ----------------------------------------------------------------------------- split
 def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
-          metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
-    from distill.split import SPLITS, balance_report, leakage, stratified_split, to_chat
+          metrics_dir: Path = METRICS_DIR, dedup: DedupConfig | None = None) -> dict[str, Any]:
+    """Seeded stratified split. Near-duplicate texts (``split.leakage.threshold``, with ``dedup.minhash``'s
+    shingles) form clusters, and a cluster goes to one split; the pairs that still straddle splits are
+    counted in the metrics (``near_duplicate_leaks``), and fail the stage with ``on_violation: fail``."""
+    from distill.dedup.clusters import components, cross_split, near_pairs
+    from distill.split import SPLITS, balance_report, leakage, same_group_links, stratified_split, to_chat
 
     rows = list(jsonl.read_jsonl(_require(input_path, "run the merge stage first")))
     if len(rows) < 3:
         raise InputError(f"{input_path}: only {len(rows)} labelled example(s); a split needs at least 3")
+    mh, lk = (dedup or DedupConfig()).minhash, cfg.leakage
+    pairs = near_pairs([r["text"] for r in rows], lk.threshold, mh.shingle_words, mh.num_perm, mh.seed, mh.backend)
+    cluster = components(len(rows), pairs)
+    # the units the split keeps whole: near-duplicate clusters (when asked) joined with the task's groups
+    # (a generate topic, whose rows share one prompt)
+    links = (pairs if lk.group_clusters else []) + same_group_links(rows, spec.group)
+    groups = {r["id"]: rows[c]["id"] for r, c in zip(rows, components(len(rows), links))} if links else None
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum)
+    parts = stratified_split(rows, fractions, cfg.seed, spec.stratum, groups)
     report = balance_report(parts, spec.strata(), cfg.balance.min_share, cfg.balance.max_share, spec.stratum,
                             spec.STRATUM)
     chats = {s: [to_chat(r, spec) for r in parts[s]] for s in SPLITS}
     leaks = leakage(chats)
+    where = {r["id"]: s for s in SPLITS for r in parts[s]}
+    near = cross_split(pairs, [where[r["id"]] for r in rows], [r["id"] for r in rows])
+    sizes = Counter(cluster)
+    near.update({"threshold": lk.threshold, "group_clusters": lk.group_clusters, "similar_pairs": len(pairs),
+                 "clusters": sum(1 for n in sizes.values() if n > 1),
+                 "records_in_clusters": sum(n for n in sizes.values() if n > 1)})
     for v in report["violations"]:
         log.warning("split: balance: %s", v)
     if report["violations"] and cfg.balance.on_violation == "fail":
         raise ConfigError(f"{spec.STRATUM} balance out of bounds: " + "; ".join(report["violations"])
                           + " (relax split.balance or set split.balance.on_violation=warn)")
-    out = Path(cfg.output_dir)
-    for s in SPLITS:
-        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     metrics = {"sizes": {s: len(parts[s]) for s in SPLITS}, "seed": cfg.seed,
                f"{spec.STRATUM}_counts": report["counts"], f"{spec.STRATUM}_shares": report["shares"],
-               "balance_violations": report["violations"], "leaked_prompts": leaks}
+               "balance_violations": report["violations"], "leaked_prompts": leaks, "near_duplicate_leaks": near}
+    out = Path(cfg.output_dir)
+    if near["pairs"]:
+        message = (f"{near['pairs']} near-duplicate pair(s) (word-shingle Jaccard >= {lk.threshold}) straddle "
+                   f"splits {near['by_splits']}, e.g. {near['examples'][0]['ids']}")
+        if lk.on_violation == "fail":
+            jsonl.write_json(metrics_dir / "split.json", metrics)  # written first, for the user to look at
+            for s in SPLITS:
+                (out / f"{s}.jsonl").unlink(missing_ok=True)
+            raise ConfigError(f"{message}: set split.leakage.group_clusters=true to keep each cluster in one "
+                              "split, or split.leakage.on_violation=warn to accept them")
+        log.warning("split: leakage: %s", message)
+    for s in SPLITS:
+        jsonl.write_jsonl(out / f"{s}.jsonl", chats[s])
     jsonl.write_json(metrics_dir / "split.json", metrics)
-    log.info("split: %s", metrics["sizes"])
+    log.info("split: %s; %d near-duplicate cluster(s) of %d records kept whole", metrics["sizes"], near["clusters"],
+             near["records_in_clusters"])
     return metrics
 
 
@@ -417,9 +524,14 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
         if folder.exists():
             shutil.rmtree(folder)
     metrics = train_student(student_cfg, train_rows, val_rows, spec, out, curves_dir=curves)
-    metrics = {"student": student_cfg.kind, **metrics, "seconds": round(time.perf_counter() - t0, 3)}
+    metrics = {"student": student_cfg.kind, **metrics, "student_seconds": round(time.perf_counter() - t0, 3)}
     if not (curves / "metrics.json").is_file():  # a student without steps (sklearn): the declared output still exists
         jsonl.write_json(curves / "metrics.json", {"student": student_cfg.kind, "steps": 0})
+    if cfg.baseline:  # the cheap student and the constant predictor, judged beside the student by evaluate
+        from distill.students.baselines import BASELINE_DIR, fit
+
+        metrics["baseline"] = fit(spec, train_rows, val_rows, out / BASELINE_DIR)
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
     jsonl.write_json(metrics_dir / "train.json", metrics)
     log.info("train: %s", metrics)
     return metrics
@@ -427,31 +539,13 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
 
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: EvaluateConfig, spec: FilterSpec, split_dir: str | Path, model_dir: str | Path,
-             metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
-    from distill.evaluate import format_table
-    from distill.students import predict, read_manifest
+             metrics_dir: Path = METRICS_DIR, oracle: ProviderConfig | None = None) -> dict[str, Any]:
+    """The student, the baselines the train stage fitted and the oracle's floor on the test split, with
+    paired intervals, and the oracle's cost against the student's (``oracle``: its price); see
+    :mod:`distill.evaluation`."""
+    from distill.evaluation import run
 
-    test_rows = list(jsonl.read_jsonl(_require(Path(split_dir) / "test.jsonl", "run the split stage first")))
-    manifest = read_manifest(model_dir)
-    t0 = time.perf_counter()
-    predictions = predict(model_dir, test_rows, spec)
-    metrics, rows, per_dim = spec.evaluate(test_rows, predictions)
-    metrics = {"student": manifest["kind"], **metrics, "predict_seconds": round(time.perf_counter() - t0, 3)}
-    agreement = Path(metrics_dir) / "oracle_agreement.json"
-    if agreement.is_file():  # the oracle_check stage's: the oracle's own noise, the student's floor
-        import json
-
-        floor = json.loads(agreement.read_text(encoding="utf-8"))
-        if floor.get("measured", True):
-            metrics["oracle_floor"] = {k: floor.get(k) for k in spec.FLOOR}
-    out = Path(cfg.output_dir)
-    jsonl.write_json(out / "confusion.json", rows)
-    jsonl.write_json(out / "per_dimension.json", per_dim)
-    jsonl.write_jsonl(out / "predictions.jsonl", predictions)
-    jsonl.write_json(metrics_dir / "eval.json", metrics)
-    print(format_table(metrics, title=f"student={manifest['kind']} vs oracle on {metrics['n_test']} test items",
-                       spec=spec))
-    return metrics
+    return run(cfg, spec, split_dir, model_dir, metrics_dir, oracle)
 
 
 def filter_spec(ref: FilterRef) -> FilterSpec:

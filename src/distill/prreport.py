@@ -24,9 +24,13 @@ from distill.errors import DistillError
 
 MARKER = "<!-- distill-pr-metrics -->"
 #: metric names (any part of the dotted key) where lower is better; the rest of the known ones are better higher
-LOWER_BETTER = ("mae", "error", "cost_usd", "seconds", "invalid", "exact_duplicates", "quarantined", "stale",
-                "balance_violations", "leaked", "transport_retries", "rate_limited", "incorrect", "provider_errors")
-HIGHER_BETTER = ("accuracy", "f1", "kappa", "agreement", "precision", "valid_json_share", "share_reviewed")
+LOWER_BETTER = ("mae", "rmse", "error", "cost_usd", "usd_per_1k", "seconds", "invalid", "exact_duplicates",
+                "quarantined", "stale", "balance_violations", "leaked", "transport_retries", "rate_limited",
+                "incorrect", "provider_errors")
+HIGHER_BETTER = ("accuracy", "f1", "kappa", "qwk", "spearman", "agreement", "precision", "valid_json_share",
+                 "share_reviewed")
+#: metrics that measure this machine's speed (the student's cost is its predict time): folded away with timings
+MACHINE = ("cost.student.", "cost.break_even_items")
 
 
 class PrReportError(DistillError):
@@ -207,7 +211,8 @@ def build_report(base: str, *, cwd: str | Path = ".", plots_dir: str | Path | No
 
     lines = [MARKER, f"## Metrics: `{base}` ({short}) → this change", ""]
     rows = metric_rows(metrics)
-    timings = [r for r in rows if r[1].endswith("seconds")]  # wall-clock noise: kept, but out of the way
+    # wall-clock noise: kept, but out of the way
+    timings = [r for r in rows if r[1].endswith("seconds") or r[1].startswith(MACHINE)]
     rows = [r for r in rows if r not in timings]
     header = ["metric", "file", "base", "this change", "change"]
     if rows:

@@ -36,24 +36,47 @@ def _tier(row: dict[str, Any]) -> str | None:
 
 def stratified_split(
     rows: list[dict[str, Any]], fractions: dict[str, float], seed: int,
-    stratum: Callable[[dict[str, Any]], str | None] = _tier,
+    stratum: Callable[[dict[str, Any]], str | None] = _tier, groups: dict[str, str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each stratum (``stratum(row)``: the task's tier or label; one stratum when it gives None) split
-    by the fractions, in a seeded order that depends on neither the input order nor the other strata."""
-    by_tier: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by the fractions, in a seeded order that depends on neither the input order nor the other strata.
+
+    ``groups`` (id -> cluster key) keeps each cluster of near duplicates in one split: the unit shuffled
+    and assigned is the cluster (in the stratum of its first id), and a split takes whole clusters until
+    it holds its share of the stratum's records (a large cluster may take it a little past). With no
+    groups, or only clusters of one, this is the record-by-record split."""
+    units: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["id"]):
-        by_tier[stratum(row) or ""].append(row)
+        units[(groups or {}).get(row["id"], row["id"])].append(row)
+    by_tier: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    for unit in sorted(units.values(), key=lambda u: u[0]["id"]):
+        by_tier[stratum(unit[0]) or ""].append(unit)
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for tier in sorted(by_tier):
         group = by_tier[tier]
         random.Random(f"{seed}:{tier}").shuffle(group)
-        counts = allocate(len(group), fractions)
-        out["test"].extend(group[: counts["test"]])
-        out["val"].extend(group[counts["test"] : counts["test"] + counts["val"]])
-        out["train"].extend(group[counts["test"] + counts["val"] :])
+        counts = allocate(sum(len(u) for u in group), fractions)
+        filled = {s: 0 for s in SPLITS}
+        for unit in group:
+            target = next((s for s in ("test", "val") if filled[s] < counts[s]), "train")
+            out[target].extend(unit)
+            filled[target] += len(unit)
     for s in SPLITS:
         random.Random(f"{seed}:{s}").shuffle(out[s])
     return out
+
+
+def same_group_links(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str | None]
+                     ) -> list[tuple[int, int, float]]:
+    """Pairs (first row of the group, row, 1.0) joining the rows of each group (``group(row)``; None: a
+    row on its own), in the shape of near-duplicate pairs, so both can feed one connected-components pass."""
+    first: dict[str, int] = {}
+    links = []
+    for i, row in enumerate(rows):
+        key = group(row)
+        if key is not None and first.setdefault(key, i) != i:
+            links.append((first[key], i, 1.0))
+    return links
 
 
 #: what a split row carries besides id and messages: the task's computed label fields, and gold
@@ -66,7 +89,7 @@ def to_chat(row: dict[str, Any], spec=None) -> dict[str, Any]:
     assistant = json.dumps(row["label"], ensure_ascii=False)
     fields = spec.labelled(row["label"], row) if spec is not None else row
     carried = {k: fields[k] for k in fields if k != "label" and (spec is not None or k in _CARRIED)}
-    carried.update({k: row[k] for k in ("gold", "gold_agrees") if k in row})
+    carried.update({k: row[k] for k in ("gold", "gold_agrees", "reviewed") if k in row})
     return {
         "id": row["id"],
         **carried,

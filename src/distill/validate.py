@@ -182,3 +182,21 @@ def check(text: str | None, schema: dict[str, Any], finish_reason: str | None = 
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return Invalid("schema", "; ".join(parts) + more)
     return obj
+
+
+def schema_problem(schema: Any, object_root: bool = False) -> str | None:
+    """Why ``schema`` is not a JSON schema (draft 2020-12) an answer can be checked against, None when it
+    is; ``object_root``: the answer must be a JSON object (what every provider's structured output asks
+    for), so the schema must say ``type: object``."""
+    from jsonschema.exceptions import SchemaError
+
+    if not isinstance(schema, dict):
+        return f"expected a JSON schema (a mapping), got {type(schema).__name__}"
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        return f"not a valid JSON schema at {where}: {e.message}"
+    if object_root and schema.get("type") != "object":
+        return f"the answer must be a JSON object: the schema needs type: object at the top, got {schema.get('type')!r}"
+    return None

@@ -231,7 +231,7 @@ class BatchRun:
             provider = labeler.route(item["id"])[0]
             conversation = labeler.conversation(item)
             while (messages := conversation.messages()) is not None:
-                request = labeler.request_for(messages, conversation.schema)
+                request = labeler.request_for(messages, conversation.schema, provider.cfg.request_context(item))
                 key = labeler.key_for(provider, request)
                 cached = self.cache.get(key)
                 if cached is None:

@@ -95,6 +95,8 @@ def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
         "schema": request.schema,
         "params": request.generation_params(),
     }
+    if request.context is not None:  # only a provider that reads the record sets it: others' keys are unchanged
+        payload["context"] = request.context
     encode = _CANONICAL.encode
     parts = []
     for name in sorted(payload):

@@ -62,6 +62,7 @@ class LabelStats:
     cost_usd: float = 0.0
     gold_checked: int = 0  # valid answers compared with the record's golden answer
     gold_agreed: int = 0
+    gold_unusable: int = 0  # golden answers the task could not read (an unknown label or type, no number...)
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     by_provider: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -164,9 +165,12 @@ class Labeler:
         #: the price each provider is charged at; unknown prices count as free (a budget refuses them)
         self.prices = {id(p): price_for(p.cfg)[0] or Pricing() for p, _ in self.providers}
         self.events = events or Events(None)
+        #: worked examples sent before each prompt (user and assistant turns; see request_prompt)
+        self.examples: list[dict[str, str]] = []
         self._consecutive_errors = 0
         self._down: set[int] = set()  # providers that failed for good in this run
         self.first_error: str | None = None
+        self.first_unusable_gold: str | None = None  # the id of the first record whose gold could not be read
         self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -218,19 +222,33 @@ class Labeler:
 
     def conversation(self, item: dict[str, Any]) -> Conversation:
         """The record's conversation with the oracle (the engine's, the batch runner's, the estimate's)."""
-        return Conversation(item["messages"], self.validator(item), self.max_attempts,
+        return Conversation(self.request_prompt(item["messages"]), self.validator(item), self.max_attempts,
                             schema=self.spec.schema_for(item))
 
-    def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> ChatRequest:
-        return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema, **self.gen)
+    def request_prompt(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """What is sent for a record's prompt: the prompt itself, or with :attr:`examples` (worked
+        examples as earlier user and assistant turns, after the system prompt: a cascade's bulk oracle
+        sees a few of the strong oracle's answers). The row keeps the plain prompt: the student reads that."""
+        if not self.examples:
+            return messages
+        head = 1 if messages and messages[0]["role"] == "system" else 0
+        return [*messages[:head], *self.examples, *messages[head:]]
+
+    def request_for(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
+                    context: dict[str, Any] | None = None) -> ChatRequest:
+        """The request for ``messages``; ``context`` is what of the record the provider reads besides them
+        (``provider.cfg.request_context(item)``: None for all but the ``file`` provider)."""
+        return ChatRequest(messages=messages, schema=self.spec.json_schema if schema is None else schema,
+                           context=context, **self.gen)
 
     def key_for(self, provider: Provider, request: ChatRequest) -> str:
         return request_key(self.identities[id(provider)], request)
 
     # ------------------------------------------------------------------ one request
     async def _ask(self, provider: Provider, messages: list[dict[str, str]], record_id: str,
-                   schema: dict[str, Any] | None = None) -> tuple[ChatResponse, bool]:
-        request = self.request_for(messages, schema)
+                   schema: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+                   ) -> tuple[ChatResponse, bool]:
+        request = self.request_for(messages, schema, context)
         key = self.key_for(provider, request)
         cached = self.cache.get(key)
         if cached is not None:
@@ -405,10 +423,11 @@ class Labeler:
 
     async def _label_with(self, provider: Provider, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         conversation = self.conversation(item)
+        context = provider.cfg.request_context(item)
         usage = {"input_tokens": 0, "output_tokens": 0}
         while (messages := conversation.messages()) is not None:
             try:
-                response, cached = await self._ask(provider, messages, item["id"], conversation.schema)
+                response, cached = await self._ask(provider, messages, item["id"], conversation.schema, context)
             except ProviderError as e:
                 e.attempts = conversation.attempts  # the invalid record keeps the answers not accepted
                 raise
@@ -431,12 +450,16 @@ class Labeler:
             "attempts": conversation.answers,
             "usage": usage,
         }
-        if item.get("gold") is not None:  # the record's golden answer checks the oracle too
+        if item.get("gold") is not None and type(self.spec).gold_agrees is not FilterSpec.gold_agrees:
+            # the record's golden answer checks the oracle too (for a kind that compares with gold)
             agrees = self.spec.gold_agrees(row, item["gold"])
             if agrees is not None:
                 row["gold"], row["gold_agrees"] = item["gold"], agrees
                 self.stats.gold_checked += 1
                 self.stats.gold_agreed += int(agrees)
+            else:
+                self.stats.gold_unusable += 1
+                self.first_unusable_gold = self.first_unusable_gold or item["id"]
         return "valid", row
 
     def _invalid(

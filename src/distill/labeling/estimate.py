@@ -36,7 +36,7 @@ from typing import Any
 from distill import jsonl
 from distill.config import LabelConfig, read_params, section
 from distill.errors import ConfigError, InputError
-from distill.filterspec import load_filter_at
+from distill.filterspec import FilterSpec, load_filter_at
 from distill.labeling.budget import request_cost
 from distill.labeling.build import build_labeler
 from distill.labeling.cache import ReadOnlyCache
@@ -191,6 +191,10 @@ def estimate(
         raise ConfigError("--output-factor must be positive")
     ref = section(params, "filter")
     spec = load_filter_at(ref.root, ref.name, ref.version)
+    if not spec.READS_CORPUS:
+        raise ConfigError(f"filter {spec.name} is a {spec.KIND} task: its requests depend on its answers "
+                          "(duplicates and invalid items ask again), so they cannot be counted before it runs; "
+                          "cap its spend with label.budget_usd, which stops it resumably")
     oracle_cfg: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     if input_path is None:
@@ -199,6 +203,66 @@ def estimate(
     if not input_path.is_file():
         raise InputError(f"{input_path} not found: run the prefilter stage first (or pass --input)")
 
+    records, results = _estimate_oracle(spec, oracle_cfg, label_cfg, input_path, latency_s, output_factor)
+    total = _total(results, oracle_cfg, label_cfg, latency_s)
+    out = {
+        "input": str(input_path),
+        "filter": f"{spec.name} {spec.version}",
+        "records": records,
+        "cache": {"path": label_cfg.cache_path, "found": Path(label_cfg.cache_path).is_file()},
+        "assumptions": {
+            "latency_s": latency_s,
+            "output_factor": output_factor,
+            "label_concurrency": label_cfg.concurrency,
+            "max_attempts": label_cfg.max_attempts,
+            "mode": label_cfg.mode,
+        },
+        "oracles": results,
+        "total": total,
+    }
+    if label_cfg.cascade is not None:
+        out["cascade"] = _cascade_estimate(spec, label_cfg, input_path, latency_s, output_factor, total)
+    return out
+
+
+def _cascade_estimate(spec: FilterSpec, label_cfg: LabelConfig, input_path: Path, latency_s: float,
+                      output_factor: float, strong_total: dict[str, Any]) -> dict[str, Any]:
+    """The cascade priced against the strong oracle alone. Both oracles are estimated on every record,
+    then weighted: the strong oracle labels ``share`` of the records and checks ``check_share`` of the
+    rest; the bulk oracle labels the rest, each request carrying ``examples`` worked examples (a prompt
+    and an answer each, at the strong oracle's mean tokens)."""
+    from distill.config import named_oracle
+
+    cfg = label_cfg.cascade
+    bulk_cfg = named_oracle(cfg.bulk, "label.cascade.bulk")[0] if isinstance(cfg.bulk, str) else cfg.bulk
+    _, bulk_results = _estimate_oracle(spec, bulk_cfg, label_cfg, input_path, latency_s, output_factor)
+    bulk = _total(bulk_results, bulk_cfg, label_cfg, latency_s)
+    strong_share = cfg.share + (1 - cfg.share) * cfg.check_share
+    requests = max(strong_total["requests"], 1)
+    example_tokens = cfg.examples * (strong_total["input_tokens"] + strong_total["output_tokens"]) / requests
+    from distill.providers.prices import price_for
+
+    bulk_price = price_for(bulk_cfg)[0]
+    strong_online, bulk_online = strong_total["cost_usd"]["online"], bulk["cost_usd"]["online"]
+    if strong_online is None or bulk_online is None or bulk_price is None:
+        cascade_usd = None
+    else:
+        extra = request_cost(bulk_price, example_tokens * bulk["requests"], 0)
+        cascade_usd = round(strong_online * strong_share + (bulk_online + extra) * (1 - cfg.share), 6)
+    return {
+        "bulk_oracle": f"{bulk_cfg.provider}:{bulk_cfg.model}",
+        "share": cfg.share, "check_share": cfg.check_share, "examples": cfg.examples,
+        "strong_alone_usd": strong_online, "bulk_alone_usd": bulk_online, "cascade_usd": cascade_usd,
+        "saving_usd": None if cascade_usd is None else round(strong_online - cascade_usd, 6),
+        "method": (f"strong oracle on {strong_share:.0%} of the records (its share and the checks), the bulk "
+                   f"oracle on {1 - cfg.share:.0%} with {cfg.examples} worked example(s) of about "
+                   f"{example_tokens / max(cfg.examples, 1):.0f} tokens each; dollars for what is not cached"),
+    }
+
+
+def _estimate_oracle(spec: FilterSpec, oracle_cfg: ProviderConfig, label_cfg: LabelConfig, input_path: Path,
+                     latency_s: float, output_factor: float) -> tuple[int, list[dict[str, Any]]]:
+    """(records, one result per oracle of ``oracle_cfg`` and its mix): the walk of every record."""
     members = [oracle_cfg, *oracle_cfg.mix]
     loaded: dict[str, Any] = {}
     tallies = []
@@ -225,22 +289,7 @@ def estimate(
         for counter, _ in loaded.values():
             if counter is not None:
                 counter.close()
-    total = _total(results, oracle_cfg, label_cfg, latency_s)
-    return {
-        "input": str(input_path),
-        "filter": f"{spec.name} {spec.version}",
-        "records": records,
-        "cache": {"path": label_cfg.cache_path, "found": cache.path.is_file()},
-        "assumptions": {
-            "latency_s": latency_s,
-            "output_factor": output_factor,
-            "label_concurrency": label_cfg.concurrency,
-            "max_attempts": label_cfg.max_attempts,
-            "mode": label_cfg.mode,
-        },
-        "oracles": results,
-        "total": total,
-    }
+    return records, results
 
 
 def _walk(labeler: Labeler, t: _Tally, item: dict[str, Any]) -> None:
@@ -248,7 +297,8 @@ def _walk(labeler: Labeler, t: _Tally, item: dict[str, Any]) -> None:
     t.records += 1
     conversation = labeler.conversation(item)
     while (current := conversation.messages()) is not None:
-        key = labeler.key_for(t.provider, labeler.request_for(current, conversation.schema))
+        key = labeler.key_for(t.provider, labeler.request_for(current, conversation.schema,
+                                                              t.cfg.request_context(item)))
         cached = labeler.cache.get(key)
         if cached is None:
             attempt = conversation.answers
@@ -531,6 +581,11 @@ def format_estimate(est: dict[str, Any]) -> str:
             f"whole run (oracle.limits apply to the mix): binding limit {t['binding_limit']} "
             f"({t['minutes']:,.1f} min)"
         )
+    if "cascade" in est:
+        c = est["cascade"]
+        lines.append(f"cascade with {c['bulk_oracle']}: {_num(c['cascade_usd'], money=True)} against "
+                     f"{_num(c['strong_alone_usd'], money=True)} for the strong oracle alone "
+                     f"(saving {_num(c['saving_usd'], money=True)}); {c['method']}")
     a = est["assumptions"]
     lines.append(
         f"assumed latency {a['latency_s']:g} s a request, "

@@ -24,17 +24,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distill import jsonl
-from distill.config import SECTIONS, LabelConfig, OracleCheckConfig, _validate, read_params, section
+from distill.config import LabelConfig, OracleCheckConfig, _validate, named_oracle, read_params, section
 from distill.errors import ConfigError, DistillError, InputError
+from distill.evaluate import ids_digest
 from distill.filterspec import FilterSpec, load_filter_at
 from distill.labeling.budget import Budget
 from distill.labeling.build import build_labeler, providers_for
 from distill.labeling.cache import ResponseCache
 from distill.labeling.engine import TooManyProviderErrors
 from distill.providers import ProviderConfig
+from distill.providers.registry import provider_class
 
 log = logging.getLogger("distill")
 
@@ -76,21 +76,7 @@ def second_oracle(
         cfg = first.model_copy(update={"temperature": SECOND_TEMPERATURE, "seed": seed})
         how = f"the configured oracle again with temperature {SECOND_TEMPERATURE:g} and seed {seed}"
     elif isinstance(second, str):
-        path = Path(config_dir) / "oracle" / f"{second}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in (Path(config_dir) / "oracle").glob("*.yaml"))
-            raise ConfigError(
-                f"oracle_check.second={second!r}: {path} not found "
-                f"(choose one of {', '.join(names) or 'none found'}, or give a full oracle config)"
-            )
-        text = path.read_text(encoding="utf-8")
-        if "defaults:" in text or "${" in text:  # Hydra features: let Hydra compose it
-            from distill.params import compose
-
-            raw = compose(Path(config_dir), [f"oracle={second}"])["oracle"]
-        else:
-            raw = yaml.safe_load(text) or {}
-        cfg = _validate("oracle_check.second", SECTIONS["oracle"], raw)
+        cfg, path = named_oracle(second, "oracle_check.second", config_dir)
         how = f"{path}"
     else:
         cfg = second
@@ -201,6 +187,9 @@ def oracle_check(
         cfg = cfg.model_copy(update={"sample_size": sample_size})
     ref = section(params, "filter")
     spec = load_filter_at(ref.root, ref.name, ref.version)
+    if not spec.READS_CORPUS:
+        raise ConfigError(f"filter {spec.name} is a {spec.KIND} task: it has no records two oracles could both "
+                          "answer, so there is no oracle floor to measure")
     first: ProviderConfig = section(params, "oracle")
     label_cfg: LabelConfig = section(params, "label")
     second, how = second_oracle(first, cfg.second, config_dir)
@@ -215,6 +204,14 @@ def oracle_check(
     sample = seeded_sample(records, cfg.sample_size, cfg.seed)
     if not sample:
         raise InputError(f"{input_path} holds no records to sample")
+    if cfg.second is None and not provider_class(first).answers_vary:
+        # labels read from a file come back the same at any temperature: asking twice measures nothing
+        result = {"measured": False, "sampled": len(sample),
+                  "reason": f"oracle.provider={first.provider} gives the same answer every time; set "
+                            "oracle_check.second to a second source (e.g. a file oracle reading another "
+                            "annotator's column) to measure how far two sources disagree"}
+        jsonl.write_json(output, result)
+        return result
 
     # every provider is built (and its key checked) before any request
     if providers is None:
@@ -256,6 +253,8 @@ def oracle_check(
         **agreement(a, b, spec, [r["id"] for r in sample]),
         "sample_size": cfg.sample_size,
         "sampled": len(sample),
+        # which items: evaluate shows the floor only for exactly its test items
+        "ids_sha256": ids_digest(r["id"] for r in sample),
         "seed": cfg.seed,
         "input": str(input_path),
         "filter": f"{spec.name} {spec.version}",
@@ -292,7 +291,8 @@ def format_agreement(result: dict[str, Any]) -> str:
         "-" * 38,
     ]
     keys = ("tier_agreement", "cohen_kappa", "overall_mae", "mean_dimension_mae", "label_agreement",
-            "mean_jaccard")
+            "mean_jaccard", "exact_f1", "partial_f1", "exact_macro_f1", "partial_macro_f1", "answer_agreement",
+            "chrf", "bleu")
     for key in keys:
         if key in result:
             lines.append(f"{key:<28}{show(result[key]):>10}")

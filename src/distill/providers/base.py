@@ -164,6 +164,11 @@ class ProviderConfig(Strict):
     #: the environment variable holding the key; None for providers that need none
     api_key_env: str | None = None
 
+    def request_context(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """What of the record this provider reads besides the messages (``ChatRequest.context``); None
+        for every provider that answers from the messages alone (all but ``file``)."""
+        return None
+
     def api_key(self) -> str:
         """The key from the environment (or a gitignored .env); never logged."""
         if not self.api_key_env:
@@ -195,6 +200,9 @@ class ChatRequest:
     temperature: float = 0.0
     max_tokens: int = 384
     seed: int | None = 0
+    #: values of the record a provider reads besides the messages (``ProviderConfig.request_context``):
+    #: None for every provider but ``file``; part of the cache key when set, since the answer depends on it
+    context: dict[str, Any] | None = None
 
     def generation_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
@@ -227,6 +235,9 @@ class Provider(abc.ABC):
     """One oracle backend. Subclasses set ``name`` and implement :meth:`complete`."""
 
     name: ClassVar[str] = ""
+    #: False for a provider that gives the same answer whatever the temperature or seed (labels read
+    #: from a file): asking it twice measures nothing, so the oracle check needs a second source
+    answers_vary: ClassVar[bool] = True
 
     def __init__(self, cfg: ProviderConfig):
         self.cfg = cfg

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from distill.errors import ConfigError
-from distill.providers import anthropic, gemini, local, openai
+from distill.providers import anthropic, file, gemini, local, openai
 from distill.providers.base import BatchBackend, Provider, ProviderConfig
 
 #: provider name -> its module
@@ -24,6 +24,7 @@ PROVIDERS: dict[str, ModuleType] = {
     "openai": openai,
     "gemini": gemini,
     "anthropic": anthropic,
+    "file": file,
 }
 
 #: the ``oracle`` section: one of the providers' configs, picked by ``provider``

@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,29 @@ def clean_text(value: str, *, unescape_html: bool, strip_html: bool) -> str:
 
 #: record fields a field map may fill besides id, title and text (absent from a record without them)
 OPTIONAL_FIELDS = ("gold", "answer_schema")
+
+
+def answer_schema(value: Any) -> tuple[Any, str | None]:
+    """A record's ``answer_schema`` as a JSON schema object (parsed when it is JSON text) and what is
+    wrong with it (None: nothing): it must be a JSON schema of a JSON object."""
+    if isinstance(value, str):
+        return _answer_schema_text(value)
+    from distill.validate import schema_problem
+
+    return value, schema_problem(value, object_root=True)
+
+
+@lru_cache(maxsize=1024)
+def _answer_schema_text(text: str) -> tuple[Any, str | None]:
+    import json
+
+    from distill.validate import schema_problem
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return text, f"not JSON ({e.msg} at column {e.colno})"
+    return value, schema_problem(value, object_root=True)
 
 
 def _pick(data: dict[str, Any], columns: list[str]) -> Any:
@@ -210,6 +234,18 @@ class CorpusStream:
             return
         title = _pick(data, fmap["title"])
         title = clean_text(str(title), unescape_html=cfg.unescape_html, strip_html=cfg.strip_html) if title else ""
+        extras = {}
+        for key in OPTIONAL_FIELDS:  # what the task may use: a golden answer, a record's own answer schema
+            if key in fmap and (value := _pick(data, fmap[key])) is not None:
+                extras[key] = jsonable(value)
+        if isinstance(extras.get("gold"), str) and (cfg.strip_html or cfg.unescape_html):
+            extras["gold"] = clean_text(extras["gold"], unescape_html=cfg.unescape_html, strip_html=cfg.strip_html)
+        if "answer_schema" in extras:
+            extras["answer_schema"], problem = answer_schema(extras["answer_schema"])
+            if problem:
+                p.quarantine.append((seq, self._entry(src, row, "bad_answer_schema",
+                                                      f"{cfg.field_map['answer_schema']!r}: {problem}")))
+                return
         rid = _pick(data, fmap["id"])
         made_up = rid is None
         where = src.where(row)
@@ -220,10 +256,7 @@ class CorpusStream:
             return
         p.first[rid] = loc
         metadata = {k: jsonable(data[k]) for k in meta if data.get(k) is not None}
-        record = {"id": rid, "title": title, "text": text, "metadata": metadata}
-        for key in OPTIONAL_FIELDS:  # what the task may use: a golden answer, a record's own answer schema
-            if key in fmap and (value := _pick(data, fmap[key])) is not None:
-                record[key] = jsonable(value)
+        record = {"id": rid, "title": title, "text": text, "metadata": metadata, **extras}
         p.records.append(record)
         p.ids.append(rid)
         p.locs.append(loc)

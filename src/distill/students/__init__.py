@@ -61,7 +61,51 @@ def task_info(task: Any, scale_max: int = 10) -> dict[str, Any]:
         info.update(dimensions=task.dimension_names, scale_max=task.scale_max)
     elif task.kind == "classify":
         info.update(labels=task.label_names, multi_label=task.multi_label)
+    elif task.kind == "extract":
+        info.update(entity_types=task.type_names, fields=list(task.fields))
+    elif task.kind == "answer":  # records may bring their own schema: predict validates each against it
+        info.update(answer_field=task.answer_field, compare=task.compare, reasoning=task.reasoning)
+    elif task.kind == "translate":
+        info.update(target_language=task.target_language, source_language=task.source_language)
+    elif task.kind == "generate":
+        # a generator samples: greedy decoding gives one item per prompt, and a topic's rows share a prompt
+        info.update(template=task.template, sample={"temperature": task.student_temperature, "top_p": 0.95}
+                    if task.student_temperature > 0 else None)
     return info
+
+
+def student_problem(cfg, task: Any) -> str | None:
+    """Why student ``cfg`` cannot learn ``task`` (None: it can); checked before any oracle request."""
+    from distill.students.sklearn_student import KINDS as SKLEARN_KINDS
+
+    kind = task_info(task)["kind"]
+    learns = {"sklearn": SKLEARN_KINDS, "head": HEAD_KINDS}.get(cfg.kind)
+    if learns is not None and kind not in learns:
+        return (f"student={cfg.kind} learns {' and '.join(learns)} tasks; filter {getattr(task, 'name', '')} is "
+                f"a {kind} task, which needs a generative student: use student=lora "
+                f"(`dvc exp run -S student=lora`, or `- override /student: lora` in conf/project.yaml)")
+    return None
+
+
+def params_problems(params: dict[str, Any], source: str = "params.yaml") -> list[str]:
+    """``student_problem`` for the filter and student ``params`` name (``distill config check``); []
+    when either does not load (``check_all`` reports that)."""
+    from distill.config import section
+    from distill.errors import DistillError
+    from distill.filterspec import load_filter_at
+
+    try:
+        ref = section(params, "filter", source)
+        problem = student_problem(section(params, "student", source), load_filter_at(ref.root, ref.name, ref.version))
+    except DistillError:
+        return []
+    return [problem] if problem else []
+
+
+#: torch students: kind -> module (train / predict run in a child process)
+TORCH_STUDENTS = {"lora": "distill.students.lora", "head": "distill.students.head"}
+#: the task kinds the head student predicts directly (distill.students.head.KINDS, without importing torch code)
+HEAD_KINDS = ("score", "classify")
 
 
 def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: str | Path,
@@ -70,6 +114,9 @@ def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: s
     ``scale_max``) and save it under ``out_dir``; return training metrics. Torch students write their loss
     curves with dvclive into ``curves_dir`` (None: no curves)."""
     info = task_info(task, scale_max)
+    problem = student_problem(cfg, task)
+    if problem:
+        raise ConfigError(problem)
     if cfg.kind == "sklearn":
         from distill.students.sklearn_student import train as train_sklearn
 
@@ -85,28 +132,53 @@ def train_student(cfg, train: list[dict], val: list[dict], task: Any, out_dir: s
     raise ConfigError(f"unknown student kind {cfg.kind!r}")
 
 
-#: torch students: kind -> module (train / predict run in a child process)
-TORCH_STUDENTS = {"lora": "distill.students.lora", "head": "distill.students.head"}
-
-
-def predict(model_dir: str | Path, examples: list[dict], task: Any = None) -> list[dict[str, Any]]:
+def predict(model_dir: str | Path, examples: list[dict], task: Any = None, greedy: bool = False
+            ) -> list[dict[str, Any]]:
     """Predictions for chat-format ``examples``: ``{"id", "answer" (None when the student's answer did
     not validate), "raw", "invalid_reason"}``, plus ``scores`` for a score task. ``task`` (a Task, or a
-    schema) gives each example's schema; without it the task saved with the student decides."""
+    schema) gives each example's schema and how to decode; without it the task saved with the student
+    decides. ``greedy``: never sample (the export's parity check compares two greedy decodings)."""
     manifest = read_manifest(model_dir)
     kind = manifest["kind"]
     if kind == "sklearn":
         from distill.students.sklearn_student import predict as predict_sklearn
 
         return predict_sklearn(model_dir, examples, manifest)
-    if kind == "head":
-        return _in_torch_child("distill.students.head:predict", "predicting with the head student",
-                               model_dir=str(model_dir), examples=examples, manifest=manifest)
-    if kind == "lora":
-        return _in_torch_child("distill.students.lora:predict", "generating with the LoRA student",
-                               model_dir=str(model_dir), examples=examples, manifest=manifest,
-                               schemas=schemas_for(task, examples))
-    raise ConfigError(f"{model_dir}: unknown student kind {kind!r}")
+    if kind not in TORCH_STUDENTS:
+        raise ConfigError(f"{model_dir}: unknown student kind {kind!r}")
+    return _in_torch_child("distill.students:predict_here", f"predicting with the {kind} student",
+                           model_dir=str(model_dir), examples=examples, manifest=manifest,
+                           schemas=schemas_for(task, examples),
+                           sample=None if greedy else sample_for(task, manifest))
+
+
+def predict_here(model_dir: str, examples: list[dict], manifest: dict[str, Any],
+                 schemas: list[dict[str, Any]] | None = None, sample: dict[str, float] | None = None
+                 ) -> list[dict[str, Any]]:
+    """A torch student's predictions in this process (a child: :func:`predict`, ``distill infer``); the
+    model is loaded once per process and student (:func:`loaded_once`)."""
+    if manifest["kind"] == "head":
+        from distill.students.head import predict as predict_head
+
+        return predict_head(model_dir, examples, manifest)
+    from distill.students.lora import predict as predict_lora
+
+    return predict_lora(model_dir, examples, manifest, schemas, sample=sample)
+
+
+_LOADED: dict[tuple, Any] = {}
+
+
+def loaded_once(model_dir: str | Path, load) -> Any:
+    """``load()``'s result, kept for the next call on the same student (the adapter folder's mtime is in
+    the key, so a retrained student is loaded again): a process serving several predict calls
+    (``distill infer``, ``distill chat``) loads the model once. One student at a time."""
+    folder = Path(model_dir).resolve()
+    key = (str(folder), (folder / "adapter").stat().st_mtime_ns if (folder / "adapter").exists() else 0)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load()
+    return _LOADED[key]
 
 
 def schemas_for(task: Any, examples: list[dict]) -> list[dict[str, Any]] | None:
@@ -117,6 +189,13 @@ def schemas_for(task: Any, examples: list[dict]) -> list[dict[str, Any]] | None:
     if isinstance(task, dict):
         return [task] * len(examples)
     return [task.schema_for(e) for e in examples]
+
+
+def sample_for(task: Any, manifest: dict[str, Any]) -> dict[str, float] | None:
+    """How a generative student decodes: greedy (None), or the sampling settings of a generate task
+    (its ``student_temperature`` now, else as trained)."""
+    info = task_info(task) if hasattr(task, "kind") else manifest.get("task") or {}
+    return info.get("sample")
 
 
 def prediction_from_text(example_id: str, text: str, schema: dict[str, Any] | None, task: dict[str, Any]

@@ -99,7 +99,7 @@ def check_export(output: str | Path, rows: list[dict], task, thresholds: Thresho
     info = read_export(output)
     model_dir = model_dir or info["student_dir"]
     if reference is None:
-        reference = predict(model_dir, rows, task)
+        reference = predict(model_dir, rows, task, greedy=True)  # the export decodes greedily too
     exported = _in_torch_child("distill.students.export_formats:predict_exported", "running the exported model",
                                output=str(output), rows=rows, schemas=schemas_for(task, rows))
     report = compare(task, rows, reference, exported["predictions"], thresholds)

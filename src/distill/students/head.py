@@ -13,8 +13,8 @@ them as instructions and an encoder's 512 positions are better spent on the reco
 base's limit) keeps its start and is counted (``truncated``): a regression over the first 512 tokens of
 an article is still a prediction, unlike a generative answer cut short.
 
-The default base is ``minilm`` (all-MiniLM-L6-v2, 22M parameters, packaged): benchmarks/RESULTS.md
-measures it against SmolLM2-135M. Saved: ``adapter/`` (peft: LoRA weights and the head, safetensors;
+The default base is ``minilm`` (all-MiniLM-L6-v2, 22M parameters, packaged; ``benchmarks/student.py
+--students head`` measures it on BBC sections). Saved: ``adapter/`` (peft: LoRA weights and the head, safetensors;
 the tokenizer) and ``student.json``.
 """
 
@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError
-from distill.students import save_manifest, user_text
+from distill.students import HEAD_KINDS as KINDS
+from distill.students import loaded_once, save_manifest, user_text
 
 log = logging.getLogger("distill")
-
-KINDS = ("score", "classify")
 
 
 def shared_parts(texts: list[str]) -> tuple[str, str]:
@@ -246,7 +245,8 @@ def encode_inputs(tokenizer, examples: list[dict], manifest: dict[str, Any]) -> 
 
 
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    model, tokenizer = load_for_inference(model_dir, manifest)
+    """The head's scores or labels for ``examples`` (every answer valid); the model is loaded once per process."""
+    model, tokenizer = loaded_once(model_dir, lambda: load_for_inference(model_dir, manifest))
     items = encode_inputs(tokenizer, examples, manifest)
     return outputs_to_predictions([e["id"] for e in examples], _logits(model, tokenizer, items, manifest["config"]),
                                   manifest["task"])

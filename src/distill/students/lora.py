@@ -10,7 +10,8 @@ the packaged GGUF (:mod:`distill.students.bases`).
 Saved in the model folder: ``adapter/`` (peft's ``adapter_model.safetensors`` and ``adapter_config.json``,
 and the tokenizer with its chat template) and ``student.json`` (the base, the backend, whether the base
 was 4-bit, and ``max_new_tokens``). Predictions are greedy, in batches of similar prompt lengths with
-left padding, and are validated against the task's schema; the format is learnt, never forced.
+left padding (seeded sampling for a generate task, whose rows share a prompt), and are validated against each
+example's schema (the task's, or the one a record brings); the format is learnt, never forced.
 """
 
 from __future__ import annotations
@@ -144,21 +145,26 @@ def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: b
     return model, tokenizer
 
 
-def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int
-             ) -> list[str]:
-    """Greedy answers to chat ``prompts``, in batches of similar lengths (left padding), in input order."""
+def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int,
+             sample: dict[str, float] | None = None, seed: int = 0) -> list[str]:
+    """Answers to chat ``prompts``, in batches of similar lengths (left padding), in input order: greedy,
+    or sampled with ``sample``'s settings (``temperature``, ``top_p``) from ``seed`` (a rerun writes the
+    same answers)."""
     import torch
 
     texts = [render_prompt(tokenizer, p) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    decoding = {"do_sample": True, **sample} if sample else {"do_sample": False}
+    if sample:
+        torch.manual_seed(seed)
     answers: list[str] = [""] * len(texts)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for i, row in zip(idx, out[:, enc["input_ids"].shape[1] :]):
             answers[i] = tokenizer.decode(row, skip_special_tokens=True)
@@ -166,16 +172,18 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
 
 
 def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
-            schemas: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Greedy answers to each example's prompt, each validated against its schema (``schemas``, one per
-    example, or the task's): an answer that fails gets ``answer=None`` and the reason."""
-    from distill.students import prompt_messages
+            schemas: list[dict[str, Any]] | None = None, sample: dict[str, float] | None = None
+            ) -> list[dict[str, Any]]:
+    """Answers to each example's prompt (greedy; seeded sampling with ``sample``, a generate task's
+    settings), each validated against its schema (``schemas``, one per example, or the task's): an answer
+    that fails gets ``answer=None`` and the reason. The model is loaded once per process."""
+    from distill.students import loaded_once, prompt_messages
 
     cfg = manifest["config"]
-    model, tokenizer = load_for_inference(model_dir, manifest)
+    model, tokenizer = loaded_once(model_dir, lambda: load_for_inference(model_dir, manifest))
     max_new = manifest.get("max_new_tokens") or cfg.get("max_new_tokens") or 160
     texts = generate(model, tokenizer, [prompt_messages(e) for e in examples], max_new,
-                     cfg.get("predict_batch_size", 8))
-    task = manifest["task"]
+                     cfg.get("predict_batch_size", 8), sample=sample, seed=cfg.get("seed", 0))
+    task = manifest.get("task") or {"kind": "score", "dimensions": manifest.get("dimensions", [])}
     schemas = schemas or [task.get("schema")] * len(examples)
     return [prediction_from_text(e["id"], text, schema, task) for e, text, schema in zip(examples, texts, schemas)]

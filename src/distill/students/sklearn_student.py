@@ -10,6 +10,7 @@ JSON (vocabulary, idf and settings) and an ``.npz`` of weights: no pickle.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def _vectorizer(cfg_or_params: dict[str, Any]):
         ngram_range=(1, cfg_or_params["ngram_max"]),
         max_features=cfg_or_params["max_features"],
         min_df=cfg_or_params["min_df"],
+        max_df=cfg_or_params.get("max_df", 1.0),
         dtype=np.float64,
     )
 
@@ -40,7 +42,8 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     if task["kind"] not in KINDS:
         raise ConfigError(f"student=sklearn learns {' and '.join(KINDS)} tasks; this filter is a {task['kind']} "
                           "task: use student=lora")
-    params = {"ngram_max": cfg.ngram_max, "max_features": cfg.max_features, "min_df": min(cfg.min_df, len(train_rows))}
+    params = {"ngram_max": cfg.ngram_max, "max_features": cfg.max_features, "min_df": min(cfg.min_df, len(train_rows)),
+              "max_df": cfg.max_df if len(train_rows) >= 10 else 1.0}
     vec = _vectorizer(params)
     x = vec.fit_transform([user_text(r) for r in train_rows])
     out = Path(out_dir)
@@ -52,7 +55,7 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
         model = Ridge(alpha=cfg.alpha).fit(x, y)
         coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
     else:
-        coef, intercept = _fit_labels(x, train_rows, task, cfg.alpha)
+        coef, intercept = _fit_labels(x, train_rows, task, cfg.c)
     vocab = {term: int(i) for term, i in vec.vocabulary_.items()}
     (out / "vectorizer.json").write_text(
         json.dumps({"params": params, "vocabulary": vocab, "idf": vec.idf_.tolist()}, sort_keys=True), encoding="utf-8"
@@ -72,7 +75,7 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     return metrics
 
 
-def _fit_labels(x, rows: list[dict], task: dict[str, Any], alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _fit_labels(x, rows: list[dict], task: dict[str, Any], c: float) -> tuple[np.ndarray, np.ndarray]:
     """Weights (labels x features) and intercepts of a logistic regression per label (one-vs-rest),
     or a multinomial one for single-label tasks. A label absent from the training data gets a large
     negative intercept: it is never predicted."""
@@ -87,7 +90,7 @@ def _fit_labels(x, rows: list[dict], task: dict[str, Any], alpha: float) -> tupl
         if len(present) == 1:
             intercept[labels.index(present[0])] = 30.0
             return coef, intercept
-        model = LogisticRegression(C=1.0 / alpha, max_iter=1000).fit(x, y)
+        model = LogisticRegression(C=c, max_iter=1000).fit(x, y)
         weights = model.coef_ if len(present) > 2 else np.vstack([-model.coef_[0], model.coef_[0]])
         bias = model.intercept_ if len(present) > 2 else np.array([-model.intercept_[0], model.intercept_[0]])
         for k, label in enumerate(model.classes_):
@@ -98,18 +101,27 @@ def _fit_labels(x, rows: list[dict], task: dict[str, Any], alpha: float) -> tupl
         if all(y) or not any(y):
             intercept[k] = 30.0 if all(y) else -30.0
             continue
-        model = LogisticRegression(C=1.0 / alpha, max_iter=1000).fit(x, y)
+        model = LogisticRegression(C=c, max_iter=1000).fit(x, y)
         coef[k], intercept[k] = model.coef_[0], model.intercept_[0]
     return coef, intercept
 
 
 def _linear(model_dir: Path, texts: list[str]) -> np.ndarray:
-    saved = json.loads((model_dir / "vectorizer.json").read_text(encoding="utf-8"))
+    files = (model_dir / "vectorizer.json", model_dir / "ridge.npz")
+    vec, coef, intercept = _load(str(model_dir), tuple(f.stat().st_mtime_ns for f in files))
+    return np.asarray(vec.transform(texts) @ coef.T + intercept)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model_dir: str, stamp: tuple[int, ...]):
+    """The fitted vectorizer and weights, loaded once per process and model files (``stamp``: their
+    mtimes): rebuilding the vectorizer takes seconds, which ``distill infer`` would pay per batch."""
+    saved = json.loads((Path(model_dir) / "vectorizer.json").read_text(encoding="utf-8"))
     vec = _vectorizer(saved["params"])
     vec.vocabulary_ = saved["vocabulary"]
     vec.idf_ = np.asarray(saved["idf"], dtype=np.float64)
-    weights = np.load(model_dir / "ridge.npz")
-    return np.asarray(vec.transform(texts) @ weights["coef"].T + weights["intercept"])
+    weights = np.load(Path(model_dir) / "ridge.npz")
+    return vec, weights["coef"], weights["intercept"]
 
 
 def _scores_matrix(model_dir: Path, texts: list[str], scale_max: int) -> np.ndarray:

@@ -67,6 +67,13 @@ class Task(Strict):
     #: what one stratum is called in reports (a tier, a label) and the metrics key of their counts
     STRATUM: ClassVar[str] = "stratum"
     STRATA: ClassVar[str] = "strata"
+    #: headline figures that get a paired bootstrap interval (:meth:`item_columns`), each with the
+    #: direction that is better ("lower" for an error, "higher" for an accuracy)
+    INTERVALS: ClassVar[dict[str, str]] = {}
+    #: the name of the kind's constant predictor (:meth:`constant_prediction`): "mean", "majority"
+    CONSTANT: ClassVar[str] = ""
+    #: False for a kind that labels no corpus (generate: the label stage writes the data itself)
+    READS_CORPUS: ClassVar[bool] = True
 
     kind: str
     name: str
@@ -82,6 +89,11 @@ class Task(Strict):
     @classmethod
     def template_fields(cls) -> frozenset[str]:
         return BASE_TEMPLATE_FIELDS | cls.TEMPLATE_FIELDS
+
+    def load_prompts(self, folder: Path) -> Task | None:
+        """The task with its prompts loaded from ``folder`` (the filter's), for a kind whose prompts are
+        not a template file next to ``filter.yaml``; None (the default): the loader reads ``template``."""
+        return None
 
     # ----------------------------------------------------------------- the prompt
     def template_values(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -125,12 +137,22 @@ class Task(Strict):
         (and as the student learns it), plus what the project computes from it."""
         raise NotImplementedError
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """Whether two oracles' labelled rows for one record agree (a cascade's check compares the bulk
+        oracle's row with the strong oracle's): the same answer, by default."""
+        return a["label"] == b["label"]
+
     def strata(self) -> list[str]:
         """The values :meth:`stratum` can take, in report order ([] for a kind that is not stratified)."""
         return []
 
     def stratum(self, row: dict[str, Any]) -> str | None:
         """What the split stratifies ``row`` on (None: no strata)."""
+        return None
+
+    def group(self, row: dict[str, Any]) -> str | None:
+        """Rows of one group go to the same split (generate: a topic, whose rows share one prompt);
+        None: each row on its own."""
         return None
 
     # ----------------------------------------------------------------- gold and evaluation
@@ -149,6 +171,23 @@ class Task(Strict):
         per-part plot (``name``, ``value``, ``metric``: MAE per dimension, F1 per label...)) of a
         student's ``predictions`` (``{"id", "answer" or None, "raw", "invalid_reason"}``) on the test rows."""
         raise NotImplementedError
+
+    def item_columns(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Per-item columns (numpy arrays, items first) whose sums over any resample of the test items
+        give the :attr:`INTERVALS` figures through :meth:`from_sums`: the paired bootstrap's input
+        (:mod:`distill.stats`). None: this kind reports no intervals."""
+        return None
+
+    def from_sums(self, sums: dict[str, Any], n: int) -> dict[str, Any]:
+        """The :attr:`INTERVALS` figures from the sums of :meth:`item_columns` over ``n`` items, one
+        value per replicate (arrays of shape (B,))."""
+        raise NotImplementedError
+
+    def constant_prediction(self, train: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The prediction a constant predictor fitted on the training rows makes for every item (the
+        mean of each dimension, the most frequent label...), as a student's prediction without its
+        ``id``; None when this kind has none."""
+        return None
 
     def agreement(self, first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]],
                   order: list[str]) -> dict[str, Any]:
@@ -185,3 +224,38 @@ def answer_of(prediction: dict[str, Any]) -> Any:
 
 def mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
+
+
+def share(count: int, n: int) -> float | None:
+    """``count / n`` rounded as every metric is (None when there is nothing to count)."""
+    return round(count / n, 4) if n else None
+
+
+#: typographic characters an oracle may write in their plain form (or the other way round)
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+                              "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+                              "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+                              "\u00a0": " "})
+
+
+def normalise_text(text: str, ends: bool = True) -> str:
+    """Text as answers are compared: Unicode NFKC, typographic quotes and dashes made plain,
+    case-folded, runs of whitespace made one space; with ``ends``, punctuation and symbols at either
+    end stripped too (``"Paris."`` and ``" paris"`` are the same answer)."""
+    import unicodedata
+
+    text = " ".join(unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHIC).casefold().split())
+    if not ends:
+        return text
+    start, end = 0, len(text)
+    while start < end and _edge(text[start]):
+        start += 1
+    while end > start and _edge(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _edge(ch: str) -> bool:
+    import unicodedata
+
+    return ch.isspace() or unicodedata.category(ch)[0] in "PS"

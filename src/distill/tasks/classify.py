@@ -1,7 +1,7 @@
 """Classification: the oracle picks one label (or several, ``multi_label: true``) from the task's set,
 optionally with a short rationale. The evaluation is accuracy (exact set match when multi-label),
-macro-F1 over the task's labels (an invalid answer is a miss for every true label), a confusion matrix
-and a per-label report; against gold too, when records carry it.
+macro-F1 over the task's labels (an invalid answer is a miss for every true label), Cohen's kappa, a
+confusion matrix and a per-label report; against gold too, when records carry it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ class Label(Strict):
 class ClassifyTask(Task):
     KIND: ClassVar[str] = "classify"
     TEMPLATE_FIELDS: ClassVar[frozenset[str]] = frozenset({"labels", "label_names"})
-    HEADLINE: ClassVar[tuple[str, ...]] = ("n_test", "valid_json_share", "accuracy", "macro_f1")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("n_test", "valid_json_share", "accuracy", "macro_f1", "cohen_kappa")
+    INTERVALS: ClassVar[dict[str, str]] = {"accuracy": "higher", "macro_f1": "higher", "cohen_kappa": "higher"}
+    CONSTANT: ClassVar[str] = "majority"
 
     FLOOR: ClassVar[tuple[str, ...]] = ("label_agreement", "cohen_kappa")
     STRATUM: ClassVar[str] = "label"
@@ -77,6 +79,9 @@ class ClassifyTask(Task):
     def labelled(self, answer: dict[str, Any], record: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"label": answer, "labels": self.chosen(answer)}
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return set(a["labels"]) == set(b["labels"])
+
     def strata(self) -> list[str]:
         return self.label_names
 
@@ -116,17 +121,95 @@ class ClassifyTask(Task):
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]
                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Accuracy (exact set match), per-label precision / recall / F1 / support, their macro mean,
+        the micro F1 and, for one label per item, Cohen's kappa. An answer that did not validate predicts
+        nothing: a miss for every true label (and, for the kappa, a class of its own that is never true).
+        A label with neither true items nor predictions has F1 1 (nothing to get wrong)."""
+        from distill.stats import f1_from_counts, point_sums, rounded
+
+        columns, rows = self._items(truth, predictions)
+        n = len(truth)
+        sums = {k: v[0] for k, v in point_sums(columns).items()} if n else {}
+        report: dict[str, dict[str, Any]] = {}
+        for j, label in enumerate(self.label_names):
+            tp, fp, fn = (float(sums[k][j]) if n else 0.0 for k in ("tp", "fp", "fn"))
+            report[label] = {"precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+                             "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
+                             "f1": round(float(f1_from_counts(tp, fp, fn)), 4), "support": int(tp + fn)}
+        headline = {k: v[0] for k, v in self.from_sums({k: v[None] for k, v in sums.items()}, n).items()} if n else {}
+        totals = [float(sums[k].sum()) if n else 0.0 for k in ("tp", "fp", "fn")]
+        metrics = {
+            "n_test": n,
+            "valid_json_share": round(float(columns["valid"].mean()), 4) if n else None,
+            "accuracy": rounded(headline.get("accuracy")),
+            "macro_f1": rounded(headline.get("macro_f1")),
+            "micro_f1": round(float(f1_from_counts(*totals)), 4),
+            "per_label": report,
+        }
+        if not self.multi_label:
+            metrics["cohen_kappa"] = rounded(headline.get("cohen_kappa"))
+        return metrics, rows, [{"name": label, "value": report[label]["f1"], "metric": "f1"}
+                               for label in self.label_names]
+
+    def _items(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Per item: valid, exact match, true / false positives and false negatives per label, and (one
+        label per item) the one-hot (true label, predicted label or invalid) pair; and the rows of the
+        confusion plot."""
+        import numpy as np
+
+        from distill.stats import one_hot_pairs
+
         by_id = {p["id"]: p for p in predictions}
-        actual, predicted, rows = [], [], []
-        for ex in truth:
+        labels = self.label_names
+        n, k = len(truth), len(labels)
+        valid, correct = np.zeros(n), np.zeros(n)
+        tp, fp, fn = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+        first_true, first_pred = np.zeros(n, dtype=int), np.full(n, k)
+        rows = []
+        for i, ex in enumerate(truth):
             answer = by_id.get(ex["id"], {}).get("answer")
             got = self.chosen(answer) if answer is not None else None
-            actual.append(set(ex["labels"]))
-            predicted.append(set(got) if got is not None else None)
+            actual, predicted = set(ex["labels"]), set(got or ())
+            valid[i], correct[i] = got is not None, got is not None and actual == predicted
+            for j, label in enumerate(labels):
+                tp[i, j] = label in actual and label in predicted
+                fp[i, j] = label not in actual and label in predicted
+                fn[i, j] = label in actual and label not in predicted
+            first_true[i] = labels.index(ex["labels"][0]) if ex["labels"] else 0
+            if got:
+                first_pred[i] = labels.index(got[0])
             rows.append({"id": ex["id"], "actual": "+".join(ex["labels"]) or "-",
                          "predicted": "+".join(got) if got is not None else INVALID})
-        metrics, per_label = _set_metrics(actual, predicted, self.label_names)
-        return metrics, rows, per_label
+        columns = {"valid": valid, "correct": correct, "tp": tp, "fp": fp, "fn": fn}
+        if not self.multi_label:
+            columns["pairs"] = one_hot_pairs(first_true, first_pred, k + 1, k + 1)
+        return columns, rows
+
+    def item_columns(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._items(truth, predictions)[0]
+
+    def from_sums(self, sums: dict[str, Any], n: int) -> dict[str, Any]:
+        from distill.stats import f1_from_counts, kappa
+
+        out = {"accuracy": sums["correct"] / n,
+               "macro_f1": f1_from_counts(sums["tp"], sums["fp"], sums["fn"]).mean(axis=1)}
+        if "pairs" in sums:
+            k = len(self.labels) + 1
+            out["cohen_kappa"] = kappa(sums["pairs"].reshape(-1, k, k))
+        return out
+
+    def constant_prediction(self, train: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The most frequent label (set) of the training rows; ties go to the label listed first."""
+        from collections import Counter
+
+        if not train:
+            return None
+        order = {name: i for i, name in enumerate(self.label_names)}
+        counts = Counter(tuple(r["labels"]) for r in train)
+        top = min(counts, key=lambda labels: (-counts[labels], [order.get(x, len(order)) for x in labels]))
+        answer = {"labels": list(top)} if self.multi_label else {"label": top[0]}
+        return {"answer": answer, "raw": None, "invalid_reason": None}
 
     def agreement(self, first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]],
                   order: list[str]) -> dict[str, Any]:
@@ -150,38 +233,3 @@ class ClassifyTask(Task):
                 value = float(cohen_kappa_score([min(x) for x in a], [min(y) for y in b], labels=self.label_names))
             out["cohen_kappa"] = None if math.isnan(value) else round(value, 4)
         return out
-
-
-def _set_metrics(actual: list[set[str]], predicted: list[set[str] | None], labels: list[str]
-                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Accuracy (exact set match), per-label precision / recall / F1 / support, their macro mean and
-    the micro F1. ``None`` in ``predicted`` is an answer that did not validate: it predicts nothing,
-    so it is a miss for every true label. A label with neither true items nor predictions has F1 1."""
-    n = len(actual)
-    report: dict[str, dict[str, Any]] = {}
-    total_tp = total_fp = total_fn = 0
-    for label in labels:
-        tp = sum(1 for a, p in zip(actual, predicted) if p is not None and label in a and label in p)
-        fp = sum(1 for a, p in zip(actual, predicted) if p is not None and label not in a and label in p)
-        fn = sum(1 for a, p in zip(actual, predicted) if label in a and (p is None or label not in p))
-        total_tp, total_fp, total_fn = total_tp + tp, total_fp + fp, total_fn + fn
-        precision = tp / (tp + fp) if tp + fp else 1.0
-        recall = tp / (tp + fn) if tp + fn else 1.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if tp + fp + fn == 0:
-            f1 = 1.0
-        report[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                         "support": tp + fn}
-    micro_p = total_tp / (total_tp + total_fp) if total_tp + total_fp else 1.0
-    micro_r = total_tp / (total_tp + total_fn) if total_tp + total_fn else 1.0
-    micro = 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0
-    valid = sum(p is not None for p in predicted)
-    metrics = {
-        "n_test": n,
-        "valid_json_share": round(valid / n, 4) if n else None,
-        "accuracy": round(sum(p is not None and a == p for a, p in zip(actual, predicted)) / n, 4) if n else None,
-        "macro_f1": round(sum(r["f1"] for r in report.values()) / len(report), 4) if report else None,
-        "micro_f1": round(micro, 4),
-        "per_label": report,
-    }
-    return metrics, [{"name": label, "value": report[label]["f1"], "metric": "f1"} for label in labels]

@@ -1,6 +1,7 @@
 """Scoring on a rubric: the oracle scores each dimension; the project computes the overall score (the
 weighted mean) and the tier from the filter's weights and thresholds, never trusting an LLM with
-arithmetic. The evaluation is MAE per dimension, tier accuracy and macro-F1 over the filter's tiers.
+arithmetic. The evaluation is MAE, RMSE and Spearman per dimension, overall MAE, tier accuracy,
+macro-F1 and quadratic-weighted kappa over the filter's tiers (:meth:`ScoreTask.evaluate`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class ScoreTask(Task):
     KIND: ClassVar[str] = "score"
     TEMPLATE_FIELDS: ClassVar[frozenset[str]] = frozenset({"rubric", "dimension_names", "scale_max"})
     HEADLINE: ClassVar[tuple[str, ...]] = ("n_test", "valid_json_share", "tier_accuracy", "macro_f1",
-                                           "overall_mae", "mean_dimension_mae")
+                                           "tier_qwk", "overall_mae", "mean_dimension_mae")
+    INTERVALS: ClassVar[dict[str, str]] = {"overall_mae": "lower", "mean_dimension_mae": "lower",
+                                           "tier_accuracy": "higher", "macro_f1": "higher", "tier_qwk": "higher"}
+    CONSTANT: ClassVar[str] = "mean"
 
     FLOOR: ClassVar[tuple[str, ...]] = ("mean_dimension_mae", "overall_mae", "tier_agreement")
     STRATUM: ClassVar[str] = "tier"
@@ -168,6 +172,11 @@ class ScoreTask(Task):
                 return tier.name
         return self.tiers[-1].name  # unreachable: the last tier starts at 0
 
+    def same(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """The same tier: what the student is judged on (dimension scores differ by a point or two
+        between two runs of one oracle)."""
+        return a["tier"] == b["tier"]
+
     def strata(self) -> list[str]:
         return self.tier_names
 
@@ -188,59 +197,121 @@ class ScoreTask(Task):
 
     def evaluate(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]
                  ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        """MAE per dimension, overall MAE, tier accuracy, macro-F1 and the valid-JSON share.
+        """MAE, RMSE and Spearman per dimension, overall MAE, tier accuracy, macro-F1, quadratic-weighted
+        kappa on the tiers' order, and the valid-JSON share.
 
         An answer that did not validate counts against the student: its tier is ``invalid`` (always
-        wrong) and each of its dimension errors is the worst possible for that item
-        (``max(truth, scale_max - truth)``); ``mae_valid_only`` is the error on the answers that did.
-        Macro-F1 is the mean F1 over the filter's tiers (all of them, so experiments share one
-        denominator): an invalid answer is a miss for its true tier, not a class of its own, and a tier
-        with neither test items nor predictions counts as 1 (nothing to get wrong).
+        wrong) and each of its dimension scores is the end of the scale farthest from the truth, so its
+        error is the worst possible (``max(truth, scale_max - truth)``; the overall error likewise);
+        ``mae_valid_only`` is the error on the answers that did. Macro-F1 is the mean F1 over the
+        filter's tiers (all of them, so experiments share one denominator): an invalid answer is a miss
+        for its true tier, not a class of its own, and a tier with neither test items nor predictions
+        counts as 1 (nothing to get wrong). For the kappa an invalid answer is the tier farthest from
+        the true one.
         """
-        from sklearn.metrics import f1_score
+        items = self._items(truth, predictions)
+        n, dims = len(truth), self.dimension_names
+        if not n:
+            metrics = {"n_test": 0, "valid_json_share": None, "mae": dict.fromkeys(dims), "rmse": dict.fromkeys(dims),
+                       "spearman": dict.fromkeys(dims), "mean_dimension_mae": None, "overall_mae": None,
+                       "mae_valid_only": None, "tier_accuracy": None, "macro_f1": None, "tier_qwk": None}
+            return metrics, [], [{"name": d, "value": None, "metric": "mae"} for d in dims]
+        import numpy as np
 
-        by_id = {p["id"]: p for p in predictions}
-        dims = self.dimension_names
-        top = self.scale_max
-        abs_err: dict[str, list[float]] = {d: [] for d in dims}
-        abs_err_valid: dict[str, list[float]] = {d: [] for d in dims}
-        overall_err: list[float] = []
-        rows = []
-        valid = 0
-        for ex in truth:
-            scores = self.scores_of(by_id.get(ex["id"], {}))
-            if scores is not None:
-                valid += 1
-                p_overall, p_tier = self.score(scores)
-                for d in dims:
-                    e = abs(float(scores[d]) - ex["scores"][d])
-                    abs_err[d].append(e)
-                    abs_err_valid[d].append(e)
-                overall_err.append(abs(p_overall - ex["overall"]))
-            else:
-                p_overall, p_tier = None, INVALID_TIER
-                for d in dims:
-                    abs_err[d].append(float(max(ex["scores"][d], top - ex["scores"][d])))
-                overall_err.append(max(ex["overall"], top - ex["overall"]))
-            rows.append({"id": ex["id"], "actual": ex["tier"], "predicted": p_tier,
-                         "actual_overall": ex["overall"], "predicted_overall": p_overall})
-        n = len(truth)
-        mae = {d: mean(abs_err[d]) for d in dims}
-        actual = [r["actual"] for r in rows]
-        predicted = [r["predicted"] for r in rows]
+        from distill.stats import point_sums, rounded, spearman
+
+        columns = self.item_columns(truth, predictions, items)
+        headline = {k: v[0] for k, v in self.from_sums(point_sums(columns), n).items()}
+        abs_err, valid = columns["abs_err"], items["valid"]
+        mae = {d: round(float(abs_err[:, j].mean()), 4) for j, d in enumerate(dims)}
         metrics = {
             "n_test": n,
-            "valid_json_share": round(valid / n, 4) if n else None,
+            "valid_json_share": round(float(valid.mean()), 4),
             "mae": mae,
-            "mean_dimension_mae": mean([v for v in mae.values() if v is not None]),
-            "overall_mae": mean(overall_err),
-            "mae_valid_only": mean([e for d in dims for e in abs_err_valid[d]]),
-            "tier_accuracy": round(sum(a == p for a, p in zip(actual, predicted)) / n, 4) if n else None,
-            "macro_f1": round(float(f1_score(actual, predicted, labels=self.tier_names, average="macro",
-                                             zero_division=1.0)), 4) if n else None,
+            "rmse": {d: round(float(np.sqrt(columns["sq_err"][:, j].mean())), 4) for j, d in enumerate(dims)},
+            "spearman": {d: rounded(spearman(items["pred"][:, j], items["true"][:, j])) for j, d in enumerate(dims)},
+            "mae_valid_only": round(float(abs_err[valid].mean()), 4) if valid.any() else None,
+            **rounded(headline),
         }
         per_dim = [{"name": d, "value": mae[d], "metric": "mae"} for d in dims]
-        return metrics, rows, per_dim
+        return metrics, items["rows"], per_dim
+
+    def _items(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per test item: true and predicted dimension scores (an invalid answer's: the ends of the scale
+        farthest from the truth), the overall score's error, true and predicted tier positions (an
+        invalid answer's: one past the last tier), and the rows of the confusion plot."""
+        import numpy as np
+
+        by_id = {p["id"]: p for p in predictions}
+        dims, top, tiers = self.dimension_names, float(self.scale_max), self.tier_names
+        n = len(truth)
+        true = np.array([[float(ex["scores"][d]) for d in dims] for ex in truth]).reshape(n, len(dims))
+        pred = np.empty_like(true)
+        valid = np.zeros(n, dtype=bool)
+        overall_err = np.empty(n)
+        tier_true, tier_pred = np.empty(n, dtype=int), np.empty(n, dtype=int)
+        rows = []
+        for i, ex in enumerate(truth):
+            scores = self.scores_of(by_id.get(ex["id"], {}))
+            tier_true[i] = tiers.index(ex["tier"])
+            if scores is not None:
+                valid[i] = True
+                pred[i] = [float(scores[d]) for d in dims]
+                p_overall, p_tier = self.score(scores)
+                overall_err[i] = abs(p_overall - ex["overall"])
+                tier_pred[i] = tiers.index(p_tier)
+            else:
+                pred[i] = np.where(true[i] >= top - true[i], 0.0, top)
+                p_overall, p_tier = None, INVALID_TIER
+                overall_err[i] = max(ex["overall"], top - ex["overall"])
+                tier_pred[i] = len(tiers)
+            rows.append({"id": ex["id"], "actual": ex["tier"], "predicted": p_tier,
+                         "actual_overall": ex["overall"], "predicted_overall": p_overall})
+        return {"true": true, "pred": pred, "valid": valid, "overall_err": overall_err, "tier_true": tier_true,
+                "tier_pred": tier_pred, "rows": rows}
+
+    def item_columns(self, truth: list[dict[str, Any]], predictions: list[dict[str, Any]],
+                     items: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Absolute and squared errors per dimension, the overall score's error, tier hits and the one-hot
+        (true tier, predicted tier or invalid) pairs, per item."""
+        import numpy as np
+
+        from distill.stats import one_hot_pairs
+
+        items = items if items is not None else self._items(truth, predictions)
+        k = len(self.tiers)
+        err = items["pred"] - items["true"]
+        return {"abs_err": np.abs(err), "sq_err": err**2, "overall_err": items["overall_err"],
+                "tier_hit": (items["tier_true"] == items["tier_pred"]).astype(float),
+                "tier_pairs": one_hot_pairs(items["tier_true"], items["tier_pred"], k, k + 1)}
+
+    def from_sums(self, sums: dict[str, Any], n: int) -> dict[str, Any]:
+        import numpy as np
+
+        from distill.stats import f1_from_counts, kappa
+
+        k = len(self.tiers)
+        pairs = sums["tier_pairs"].reshape(-1, k, k + 1)  # truth x (tiers + invalid)
+        tp = np.diagonal(pairs[:, :, :k], axis1=1, axis2=2)
+        fp = pairs[:, :, :k].sum(axis=1) - tp
+        fn = pairs.sum(axis=2) - tp
+        ordered = pairs[:, :, :k].copy()  # an invalid answer as the tier farthest from the true one
+        for a in range(k):
+            ordered[:, a, 0 if a >= k - 1 - a else k - 1] += pairs[:, a, k]
+        return {
+            "mean_dimension_mae": (sums["abs_err"] / n).mean(axis=1),
+            "overall_mae": sums["overall_err"] / n,
+            "tier_accuracy": sums["tier_hit"] / n,
+            "macro_f1": f1_from_counts(tp, fp, fn).mean(axis=1),
+            "tier_qwk": kappa(ordered, "quadratic"),
+        }
+
+    def constant_prediction(self, train: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Each dimension's mean over the training rows."""
+        if not train:
+            return None
+        means = {d: round(sum(float(r["scores"][d]) for r in train) / len(train), 4) for d in self.dimension_names}
+        return {"scores": means, "answer": means, "raw": None, "invalid_reason": None}
 
     def agreement(self, first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]],
                   order: list[str]) -> dict[str, Any]:
