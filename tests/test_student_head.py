@@ -139,3 +139,40 @@ def test_a_missing_base_fails_before_any_work(tmp_path):
     cfg = HeadStudent(kind="head", base_model=str(tmp_path / "nothing-here"), checkpoint_dir=str(tmp_path / "c"))
     with pytest.raises(ConfigError, match="no config.json"):
         train_student(cfg, _rows(4, 1), [], DIMS, tmp_path / "m")
+
+
+def test_head_student_is_refused_for_a_kind_it_cannot_learn_before_any_work(tmp_path):
+    """An extract filter with student=head: the same config error as sklearn's, naming student=lora, before
+    the base is even looked for."""
+    from pathlib import Path
+
+    from distill.filterspec import load_filter
+    from distill.students import student_problem
+
+    extract = load_filter(Path(__file__).resolve().parents[1] / "filters/news_entities/v1")
+    cfg = HeadStudent(kind="head", base_model="no-such-org/no-such-model", checkpoint_dir=str(tmp_path / "c"))
+    assert "use student=lora" in student_problem(cfg, extract)
+    with pytest.raises(ConfigError, match="student=head learns score and classify"):
+        train_student(cfg, _rows(4, 1), [], extract, tmp_path / "m")
+
+
+def test_a_head_student_serves_batch_after_batch_from_one_child(tiny_encoder, tmp_path):
+    """`distill infer` / `distill chat` serve a head student like a LoRA one: one child loads it once and
+    answers batch after batch, as a one-shot predict does; the rows carry scores, overall and tier."""
+    from distill.inference import Predictor, output_row
+    from tests.tiny_lm import SPEC, dataset
+
+    cfg = HeadStudent(kind="head", base_model=tiny_encoder, max_steps=5, batch_size=4, save_steps=0,
+                      target_modules=["query", "value"], checkpoint_dir=str(tmp_path / "ckpt"))
+    train_student(cfg, dataset(8), [], SPEC, tmp_path / "m")
+    held_out = dataset(6, start=100)
+    direct = predict(tmp_path / "m", held_out, SPEC)
+    with Predictor(tmp_path / "m", SPEC) as predictor:
+        first = predictor(held_out[:3])
+        thread = predictor._thread
+        second = predictor(held_out[3:])
+        assert predictor._thread is thread and thread.is_alive()  # the same child answered both batches
+    assert first + second == direct
+    assert not thread.is_alive()
+    row = output_row(first[0], SPEC)
+    assert set(row["scores"]) == set(SPEC.dimension_names) and row["tier"] in SPEC.tier_names

@@ -361,7 +361,7 @@ class LoraStudent(_TorchStudent):
     grad_accum: int = Field(default=2, ge=1)
     #: an example longer than max_length: fail (naming it and the setting), or drop it (counted in the metrics)
     on_too_long: Literal["fail", "drop"] = "fail"
-    #: null: the longest training answer in tokens plus a quarter (and 16)
+    #: null: the longest training answer in tokens plus a tenth (at least 8 more)
     max_new_tokens: int | None = Field(default=None, ge=8)
     #: peft + trl anywhere; unsloth (4-bit QLoRA) on a CUDA GPU; auto: unsloth when CUDA and the gpu extra are there
     backend: Literal["auto", "peft", "unsloth"] = "auto"
