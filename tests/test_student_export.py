@@ -178,3 +178,16 @@ def test_a_head_export_scores_like_the_student(head_student, keyword_task, tmp_p
     assert report["passed"] and report["tier_flips"] == 0
     assert report["max_score_drift"] < 1e-3  # the same arithmetic, in onnxruntime or plain transformers
     assert (tmp_path / fmt / ("model.onnx" if fmt == "onnx" else "model.safetensors")).is_file()
+
+
+def test_the_export_command_takes_a_students_format_alone_and_with_an_output():
+    """`distill export` writes the split's formats or, one at a time, the student's: mixing them, or a
+    student's format without --output (the folder is replaced), is a usage error before any work."""
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    mixed = CliRunner().invoke(main, ["export", "--format", "gguf", "--format", "csv", "--output", "x"])
+    assert mixed.exit_code == 2 and "one --format at a time" in mixed.output
+    no_output = CliRunner().invoke(main, ["export", "--format", "onnx"])
+    assert no_output.exit_code == 2 and "--output is required" in no_output.output
