@@ -6,7 +6,7 @@ file oracle from its ``category`` column (``filters/bbc_topic``: real labels, no
 pipeline's own stage functions (prefilter, label, merge, split) in a temporary folder. Or, with
 ``--split DIR --filter NAME``, an existing split (the demo's ``data/split`` after ``dvc exp run``).
 
-Each student (``--students sklearn,lora``) is trained by the train stage function (which also fits the
+Each student (``--students sklearn,lora``; ``head`` too) is trained by the train stage function (which also fits the
 baselines) and judged by the evaluate stage function on the same test items: accuracy and macro-F1 (or
 MAE and tier accuracy for a rubric) with paired bootstrap 95% intervals, the majority / mean predictor
 beside it, items/s at prediction (wall time on this machine through ``distill infer``'s predictor in a
@@ -68,10 +68,13 @@ def bbc_split(work: Path, every: int, max_words: int) -> tuple[object, Path]:
 
 def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int) -> dict:
     from distill import pipeline
-    from distill.config import EvaluateConfig, LoraStudent, SklearnStudent, TrainConfig
+    from distill.config import EvaluateConfig, HeadStudent, LoraStudent, SklearnStudent, TrainConfig
 
-    student = SklearnStudent(kind="sklearn") if kind == "sklearn" else LoraStudent(
-        kind="lora", max_steps=lora_steps, batch_size=4, grad_accum=1, max_length=512, max_new_tokens=24)
+    students = {"sklearn": lambda: SklearnStudent(kind="sklearn"),
+                "head": lambda: HeadStudent(kind="head", save_steps=0),  # conf/student/head.yaml's defaults
+                "lora": lambda: LoraStudent(kind="lora", max_steps=lora_steps, batch_size=4, grad_accum=1,
+                                            max_length=512, max_new_tokens=24, save_steps=0)}
+    student = students[kind]()
     metrics_dir = work / f"metrics-{kind}"
     metrics_dir.mkdir(exist_ok=True)
     train = pipeline.train(TrainConfig(output_dir=str(work / f"model-{kind}")), student, spec, split, metrics_dir)

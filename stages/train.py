@@ -1,4 +1,4 @@
-"""train stage: fit the configured student (TF-IDF + ridge, or LoRA on a small causal LM)."""
+"""train stage: fit the configured student (TF-IDF + ridge, a LoRA + head encoder, or LoRA on a small causal LM)."""
 
 from distill import pipeline
 from distill.config import section

