@@ -181,3 +181,33 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(random_base, t
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, worst
     assert resumed["last_step_loss"] == pytest.approx(whole["last_step_loss"], abs=1e-4)
+
+
+def test_schema_constrained_decoding_makes_a_random_model_answer_valid_json(random_base):
+    """The same untrained model, the same prompts: under the schema every answer validates and respects its
+    bounds (in the schema's key order); without it (what the weights alone write) none does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill import validate
+    from distill.students.guided import layout_of
+    from distill.students.lora import generate
+    from tests.tiny_lm import SPEC
+
+    tokenizer = AutoTokenizer.from_pretrained(random_base)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(random_base).eval()
+    schema = SPEC.json_schema
+    schema = {**schema, "properties": {**schema["properties"],
+                                       "reasoning": {**schema["properties"]["reasoning"], "maxLength": 40}}}
+    prompts = [r["messages"][:2] for r in dataset(6)]
+    layout = layout_of([r["messages"][2]["content"] for r in dataset(6)])  # as the student's training answers
+    assert layout == {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    free = generate(model, tokenizer, prompts, 120, 3)
+    guided = generate(model, tokenizer, prompts, 120, 3, schemas=[schema] * len(prompts), layout=layout)
+    assert not any(isinstance(validate.check(t, schema), dict) for t in free), free
+    answers = [validate.check(t, schema) for t in guided]
+    assert all(isinstance(a, dict) for a in answers), guided
+    for a in answers:
+        assert list(a) == list(schema["properties"])  # the order the oracle's answers have
+        assert all(0 <= a[d] <= 10 for d in DIMS) and len(a["reasoning"]) <= 40
+    assert all(t == json.dumps(a, separators=(", ", ": ")) for t, a in zip(guided, answers))  # the layout

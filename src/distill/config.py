@@ -391,6 +391,8 @@ class LoraStudent(_TorchStudent):
     on_too_long: Literal["fail", "drop"] = "fail"
     #: null: the longest training answer in tokens plus a tenth (at least 8 more)
     max_new_tokens: int | None = Field(default=None, ge=8)
+    #: decode under the answer's JSON schema (distill.students.guided); false: what the weights alone write
+    constrained: bool = True
     #: peft + trl anywhere; unsloth (4-bit QLoRA) on a CUDA GPU; auto: unsloth when CUDA and the gpu extra are there
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     #: unsloth only: load the base in 4 bits (QLoRA); null: yes with unsloth

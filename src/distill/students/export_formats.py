@@ -135,6 +135,8 @@ def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None =
     prompts = [prompt_messages(r) for r in rows]
     wanted = [student_tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     max_new = manifest.get("max_new_tokens") or manifest["config"].get("max_new_tokens") or 160
+    schemas = schemas or [task.get("schema")] * len(rows)
+    guided = schemas if manifest["config"].get("constrained", True) else None  # as the student decodes
     if fmt == "merged":
         import torch
         from transformers import AutoModelForCausalLM
@@ -146,15 +148,17 @@ def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None =
         rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         mismatches = [i for i, a, b in zip(ids, rendered, wanted) if a != b]
         model = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
-        texts = generate(model, tokenizer, prompts, max_new, manifest["config"].get("predict_batch_size", 8))
+        texts = generate(model, tokenizer, prompts, max_new, manifest["config"].get("predict_batch_size", 8),
+                         schemas=guided, layout=manifest.get("answer_layout"))
     else:
-        texts, mismatches = _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new)
-    schemas = schemas or [task.get("schema")] * len(rows)
+        texts, mismatches = _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new, guided,
+                                          manifest.get("answer_layout"))
     return {"predictions": [prediction_from_text(i, t, s, task) for i, t, s in zip(ids, texts, schemas)],
             "template_mismatches": mismatches}
 
 
-def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new) -> tuple[list[str], list[str]]:
+def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new, schemas=None, layout=None
+                  ) -> tuple[list[str], list[str]]:
     """llama.cpp's answers to the prompts as the Modelfile renders them; the ids whose rendering (by the
     Modelfile, or by the chat template inside the GGUF) differs from the student's."""
     import gguf
@@ -175,7 +179,8 @@ def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new) -> t
     n_ctx = min(info["n_ctx"], max(lengths, default=0) + max_new + 16)
     texts = call_isolated("distill.students.gguf_export:generate_gguf", runtime=f"llama.cpp (llama-cpp-python "
                           f"{package_version('llama-cpp-python')})", doing="running the GGUF export",
-                          path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx)
+                          path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx,
+                          schemas=schemas, layout=layout)
     return texts, mismatches
 
 

@@ -104,9 +104,13 @@ def train(cfg, train_rows: list[dict], val_rows: list[dict], task: dict[str, Any
     tokenizer.save_pretrained(out / "adapter")
     max_new = cfg.max_new_tokens or new_token_budget(data.longest_answer)
     quantised = built["backend"] == "unsloth" and cfg.load_in_4bit is not False
+    from distill.students.chat_data import answer_messages
+    from distill.students.guided import layout_of
+
+    layout = layout_of([answer_messages(r)[0]["content"] for r in train_rows])
     save_manifest(out, "lora", cfg.model_dump(), task, backend=built["backend"], base_4bit=quantised,
-                  max_new_tokens=max_new, load={"model": "AutoModelForCausalLM", "adapter": "adapter (peft LoRA)",
-                                                "base": cfg.base_model})
+                  max_new_tokens=max_new, answer_layout=layout,
+                  load={"model": "AutoModelForCausalLM", "adapter": "adapter (peft LoRA)", "base": cfg.base_model})
     metrics["max_new_tokens"] = max_new
     finish(folder)
     return metrics
@@ -146,10 +150,13 @@ def load_for_inference(model_dir: str | Path, manifest: dict[str, Any], merge: b
 
 
 def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int,
-             sample: dict[str, float] | None = None, seed: int = 0) -> list[str]:
+             sample: dict[str, float] | None = None, seed: int = 0,
+             schemas: list[dict[str, Any] | None] | None = None, layout: dict[str, Any] | None = None
+             ) -> list[str]:
     """Answers to chat ``prompts``, in batches of similar lengths (left padding), in input order: greedy,
     or sampled with ``sample``'s settings (``temperature``, ``top_p``) from ``seed`` (a rerun writes the
-    same answers)."""
+    same answers); with ``schemas`` (one per prompt), each decoded under its JSON schema in ``layout``
+    (:mod:`distill.students.guided`)."""
     import torch
 
     texts = [render_prompt(tokenizer, p) for p in prompts]
@@ -163,8 +170,16 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
         idx = order[start : start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
+        extra = {}
+        if schemas is not None:
+            from transformers import LogitsProcessorList
+
+            from distill.students.guided import schema_processor
+
+            extra["logits_processor"] = LogitsProcessorList(
+                [schema_processor(tokenizer, [schemas[i] for i in idx], enc["input_ids"].shape[1], layout)])
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding,
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, **decoding, **extra,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for i, row in zip(idx, out[:, enc["input_ids"].shape[1] :]):
             answers[i] = tokenizer.decode(row, skip_special_tokens=True)
@@ -182,8 +197,10 @@ def predict(model_dir: str | Path, examples: list[dict], manifest: dict[str, Any
     cfg = manifest["config"]
     model, tokenizer = loaded_once(model_dir, lambda: load_for_inference(model_dir, manifest))
     max_new = manifest.get("max_new_tokens") or cfg.get("max_new_tokens") or 160
-    texts = generate(model, tokenizer, [prompt_messages(e) for e in examples], max_new,
-                     cfg.get("predict_batch_size", 8), sample=sample, seed=cfg.get("seed", 0))
     task = manifest.get("task") or {"kind": "score", "dimensions": manifest.get("dimensions", [])}
     schemas = schemas or [task.get("schema")] * len(examples)
+    texts = generate(model, tokenizer, [prompt_messages(e) for e in examples], max_new,
+                     cfg.get("predict_batch_size", 8), sample=sample, seed=cfg.get("seed", 0),
+                     schemas=schemas if cfg.get("constrained", True) else None,
+                     layout=manifest.get("answer_layout"))
     return [prediction_from_text(e["id"], text, schema, task) for e, text, schema in zip(examples, texts, schemas)]
