@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from distill.config import HeadStudent
 from distill.errors import ConfigError
+from distill.stats import REPLICATES, percentile_interval, resample_counts
 from distill.students import predict, read_manifest, train_student
 from distill.students.head import input_text, shared_parts
 
@@ -97,6 +99,14 @@ def test_head_student_beats_the_mean_predictor_on_keyword_counts(tiny_encoder, t
         mae_mean = sum(abs(mean - r["scores"][d]) for r in test) / len(test)
         mae_head = sum(abs(p["scores"][d] - r["scores"][d]) for p, r in zip(preds, test)) / len(test)
         assert mae_head < 0.5 * mae_mean, (d, mae_head, mae_mean)
+    # per test item: the head's mean absolute error over the dimensions minus the mean predictor's
+    means = {d: sum(r["scores"][d] for r in train) / len(train) for d in DIMS}
+    per_item = np.array([sum(abs(p["scores"][d] - r["scores"][d]) - abs(means[d] - r["scores"][d]) for d in DIMS)
+                         / len(DIMS) for p, r in zip(preds, test)])
+    # the paired bootstrap interval evaluate reports for student - baseline: it excludes zero
+    replicates = resample_counts(len(per_item), REPLICATES, 0) @ per_item / len(per_item)
+    lo, hi = percentile_interval(replicates)
+    assert lo < hi < 0, (lo, hi)
 
 
 def test_head_student_classifies(tiny_encoder, tmp_path):

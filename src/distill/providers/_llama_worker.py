@@ -148,7 +148,7 @@ class Worker:
                 llm.eval(forced)
                 continue
             logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-            token = pick_token(logits, matcher, n_vocab, temperature, rng)
+            token = _pick(logits, matcher, n_vocab, temperature, rng)
             if token in self.eog:
                 finish = "stop"
                 break
@@ -163,7 +163,7 @@ class Worker:
         return {"text": text, "input_tokens": len(prompt), "output_tokens": len(out), "finish_reason": finish}
 
 
-def pick_token(logits, matcher, n_vocab: int, temperature: float, rng) -> int:
+def _pick(logits, matcher, n_vocab: int, temperature: float, rng) -> int:
     """The next token: the best allowed one (greedy), or a draw from the allowed ones' softmax."""
     import numpy as np
 

@@ -151,14 +151,14 @@ def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None =
         texts = generate(model, tokenizer, prompts, max_new, manifest["config"].get("predict_batch_size", 8),
                          schemas=guided, layout=manifest.get("answer_layout"))
     else:
-        texts, mismatches = _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new, guided,
-                                          manifest.get("answer_layout"))
+        # llama.cpp decodes without the schema here (what Ollama or llama.cpp do unless given one): a student
+        # that needs the constraint to answer validly fails this check, which is what a deployer must know
+        texts, mismatches = _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new)
     return {"predictions": [prediction_from_text(i, t, s, task) for i, t, s in zip(ids, texts, schemas)],
             "template_mismatches": mismatches}
 
 
-def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new, schemas=None, layout=None
-                  ) -> tuple[list[str], list[str]]:
+def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new) -> tuple[list[str], list[str]]:
     """llama.cpp's answers to the prompts as the Modelfile renders them; the ids whose rendering (by the
     Modelfile, or by the chat template inside the GGUF) differs from the student's."""
     import gguf
@@ -179,8 +179,7 @@ def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new, sche
     n_ctx = min(info["n_ctx"], max(lengths, default=0) + max_new + 16)
     texts = call_isolated("distill.students.gguf_export:generate_gguf", runtime=f"llama.cpp (llama-cpp-python "
                           f"{package_version('llama-cpp-python')})", doing="running the GGUF export",
-                          path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx,
-                          schemas=schemas, layout=layout)
+                          path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx)
     return texts, mismatches
 
 

@@ -176,51 +176,19 @@ def modelfile(wrapping: dict[str, Any], gguf_name: str, stop: str, num_ctx: int,
 
 
 # ----------------------------------------------------------------------------- llama.cpp
-def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int,
-                  schemas: list[dict | None] | None = None, layout: dict | None = None) -> list[str]:
-    """Greedy answers of the GGUF at ``path`` in llama.cpp to already rendered ``prompts``; with ``schemas``
-    (one per prompt), each decoded under its JSON schema in ``layout``, with the grammar the student uses
-    (:mod:`distill.students.guided`). Run it through :func:`distill.isolation.call_isolated`: a crash in
-    llama.cpp must not take the caller down."""
+def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int) -> list[str]:
+    """Greedy answers of the GGUF at ``path`` in llama.cpp to already rendered ``prompts`` (run it through
+    :func:`distill.isolation.call_isolated`: a crash in llama.cpp must not take the caller down)."""
     import os
 
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
     out = []
-    for i, text in enumerate(prompts):
+    for text in prompts:
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         llm.reset()
-        if schemas is not None and schemas[i] is not None:
-            out.append(_constrained(llm, tokens, schemas[i], layout, max_new_tokens))
-            continue
         result = llm.create_completion(tokens, max_tokens=max_new_tokens, temperature=0.0, top_k=1, top_p=1.0,
                                        repeat_penalty=1.0)
         out.append(result["choices"][0]["text"])
     return out
-
-
-def _constrained(llm, prompt: list[int], schema: dict, layout: dict | None, max_new_tokens: int) -> str:
-    """Greedy decoding of ``prompt`` under ``schema`` in llama.cpp, token by token."""
-    import llama_cpp
-    import llguidance
-    import numpy as np
-    from llguidance.llamacpp import lltokenizer_from_vocab
-
-    from distill.providers._llama_worker import pick_token
-    from distill.students.guided import grammar
-
-    eos = llm.token_eos()
-    lltok = lltokenizer_from_vocab(llama_cpp.llama_model_get_vocab(llm._model.model), eos_token=[eos])
-    matcher = llguidance.LLMatcher(lltok, grammar(schema, layout), log_level=0)
-    n_vocab = llm.n_vocab()
-    llm.eval(prompt)
-    out: list[int] = []
-    while len(out) < max_new_tokens and not matcher.is_stopped():
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-        token = pick_token(logits, matcher, n_vocab, 0.0, None)
-        if token == eos or not matcher.consume_token(token):
-            break
-        out.append(token)
-        llm.eval([token])
-    return llm.detokenize(out).decode("utf-8", errors="replace")
