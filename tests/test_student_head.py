@@ -169,20 +169,12 @@ def test_head_student_is_refused_for_a_kind_it_cannot_learn_before_any_work(tmp_
 def test_a_head_student_serves_batch_after_batch_from_one_child(tiny_encoder, tmp_path):
     """`distill infer` / `distill chat` serve a head student like a LoRA one: one child loads it once and
     answers batch after batch, as a one-shot predict does; the rows carry scores, overall and tier."""
-    from distill.inference import Predictor, output_row
-    from tests.tiny_lm import SPEC, dataset
+    from distill.inference import output_row
+    from tests.tiny_lm import SPEC, dataset, served_batch_after_batch
 
     cfg = HeadStudent(kind="head", base_model=tiny_encoder, max_steps=5, batch_size=4, save_steps=0,
                       target_modules=["query", "value"], checkpoint_dir=str(tmp_path / "ckpt"))
     train_student(cfg, dataset(8), [], SPEC, tmp_path / "m")
-    held_out = dataset(6, start=100)
-    direct = predict(tmp_path / "m", held_out, SPEC)
-    with Predictor(tmp_path / "m", SPEC) as predictor:
-        first = predictor(held_out[:3])
-        thread = predictor._thread
-        second = predictor(held_out[3:])
-        assert predictor._thread is thread and thread.is_alive()  # the same child answered both batches
-    assert first + second == direct
-    assert not thread.is_alive()
+    first = served_batch_after_batch(tmp_path / "m", dataset(6, start=100), SPEC)
     row = output_row(first[0], SPEC)
     assert set(row["scores"]) == set(SPEC.dimension_names) and row["tier"] in SPEC.tier_names

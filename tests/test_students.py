@@ -6,7 +6,7 @@ import pytest
 
 from distill.config import LoraStudent, SklearnStudent
 from distill.students import predict, read_manifest, train_student
-from tests.tiny_lm import DIMS, SPEC, build_score_base, dataset
+from tests.tiny_lm import DIMS, SPEC, build_score_base, dataset, served_batch_after_batch
 
 
 def test_sklearn_student_learns_and_round_trips_without_pickle(tmp_path):
@@ -79,17 +79,7 @@ def test_lora_training_is_reproducible(tiny_base, tmp_path):
 def test_a_lora_student_serves_batch_after_batch_from_one_child(tiny_base, tmp_path):
     """`distill infer` / `distill chat` keep one child serving the LoRA student: its answers are the ones
     a one-shot predict gives, batch after batch."""
-    from distill.inference import Predictor
-
     cfg = LoraStudent(kind="lora", base_model=tiny_base, max_steps=5, batch_size=2, max_length=256,
                       max_new_tokens=60)
     train_student(cfg, dataset(8), [], SPEC, tmp_path / "m")
-    held_out = dataset(6, start=100)
-    direct = predict(tmp_path / "m", held_out, SPEC)  # one child, one call
-    with Predictor(tmp_path / "m", SPEC) as predictor:
-        first = predictor(held_out[:3])
-        thread = predictor._thread
-        second = predictor(held_out[3:])
-        assert predictor._thread is thread and thread.is_alive()  # the same child answered both batches
-    assert first + second == direct
-    assert not thread.is_alive()
+    served_batch_after_batch(tmp_path / "m", dataset(6, start=100), SPEC)

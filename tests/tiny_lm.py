@@ -134,3 +134,21 @@ def score_chats(n: int = 48) -> list[str]:
 def build_score_base(root: Path, steps: int = 300) -> str:
     """The tiny base for the score task: tokenizer on :func:`score_texts`, pretrained on :func:`score_chats`."""
     return build_tiny_base(root, score_texts(), score_chats(48), steps=steps)
+
+
+def served_batch_after_batch(model_dir, rows: list[dict], task) -> list[dict]:
+    """What `distill infer` / `distill chat` rely on: one child serves the student batch after batch (the
+    first three rows, then the rest) with the answers a one-shot predict gives; the child ends with the
+    Predictor. Returns the first batch's predictions."""
+    from distill.inference import Predictor
+    from distill.students import predict
+
+    direct = predict(model_dir, rows, task)  # one child, one call
+    with Predictor(model_dir, task) as predictor:
+        first = predictor(rows[:3])
+        thread = predictor._thread
+        second = predictor(rows[3:])
+        assert predictor._thread is thread and thread.is_alive()  # the same child answered both batches
+    assert first + second == direct
+    assert not thread.is_alive()
+    return first
