@@ -13,6 +13,7 @@ from distill import __version__
 from distill.cli_student import chat, infer
 from distill.cli_templates import templates
 from distill.errors import DistillError
+from distill.scaffold import KINDS as SCAFFOLDS
 
 
 class _Group(click.Group):
@@ -113,8 +114,7 @@ def filters_show(name: str, version: str, root: str, schema: bool) -> None:
 
 @filters.command("new")
 @click.argument("name")
-@click.option("--kind", required=True, type=click.Choice(["score", "classify", "extract", "answer", "translate",
-                                                          "generate"]), help="the task kind")
+@click.option("--kind", required=True, type=click.Choice(list(SCAFFOLDS)), help="the task kind")
 @click.option("--version", "version", default="v1", show_default=True)
 @click.option("--root", default="filters", show_default=True)
 @click.option("--config-dir", default="conf", show_default=True,
