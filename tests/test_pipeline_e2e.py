@@ -202,6 +202,15 @@ def test_lora_student_experiment_and_experiment_comparison(baseline):
     expected, _, _ = evaluate(test, predictions, SPEC)
     assert {k: ev[k] for k in expected} == expected
 
+    # the demo student as a GGUF for llama.cpp / Ollama: it reads every test conversation as the student's
+    # token ids (its pre-tokenizer is SmolLM2's, digits one a piece) and answers the test items as the
+    # student does, both decoding under the answer's schema
+    _sh([str(BIN / "distill"), "export", "--format", "gguf", "--output", "exports/gguf"], dst, env)
+    parity = json.loads((dst / "exports/gguf/export.json").read_text())["parity"]
+    assert parity["passed"] and parity["n"] == len(test)
+    assert parity["token_mismatches"] == 0 and parity["template_mismatches"] == 0
+    assert parity["answer_changes"] == 0 and parity["export"]["valid_json_share"] == ev["valid_json_share"]
+
     shown = json.loads(_sh([str(BIN / "dvc"), "exp", "show", "--json"], dst, env, stdout_only=True))
     exps = [e for row in shown for e in (row.get("experiments") or [])]
     students = set()

@@ -13,6 +13,7 @@ from distill.config import HeadStudent, LoraStudent
 from distill.students import predict, train_student
 from distill.students.export import Thresholds, check_export, export
 from distill.students.gguf_export import ExportError, go_template
+from tests.test_gguf_tokenizer import gguf_with_pre
 from tests.tiny_lm import DIMS, SPEC, build_score_base, dataset
 
 
@@ -125,14 +126,19 @@ def test_a_gguf_export_runs_in_llama_cpp_with_the_students_template(lora_student
     pytest.importorskip("llama_cpp")
     model, rows, reference = lora_student
     report = export(model, "gguf", tmp_path / "gguf", rows, SPEC, reference=reference)
-    assert report["passed"] and report["template_mismatches"] == 0
-    assert report["answer_changes"] <= 1  # llama.cpp's float32 kernels against torch's: greedy answers agree
+    assert report["passed"] and report["template_mismatches"] == 0 and report["token_mismatches"] == 0
+    # decoded under the answer's schema as the student is: llama.cpp's float32 kernels against torch's
+    assert report["answer_changes"] <= 1 and report["valid_drop"] == 0
     info = json.loads((tmp_path / "gguf/export.json").read_text())
     modelfile = (tmp_path / "gguf/Modelfile").read_text()
     assert "FROM ./model.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert f'TEMPLATE """{go_template(info["wrapping"])}"""' in modelfile
     assert info["wrapping"]["user"] == ["<|im_start|>user\n", "<|im_end|>\n"]
     assert info["wrapping"]["generation"] == "<|im_start|>assistant\n"
+    # the student decodes under its answer's schema, so a deployment must too: the schema ships beside it
+    schema = json.loads((tmp_path / "gguf/answer.schema.json").read_text())
+    assert schema == info["student"]["task"]["schema"] and set(schema["properties"]) >= set(DIMS)
+    assert "decoding under answer.schema.json: send it as the request's `format`" in modelfile
 
     # a Modelfile whose template is edited no longer renders the student's prompts: the check fails
     shutil.copytree(tmp_path / "gguf", tmp_path / "edited")
@@ -140,6 +146,16 @@ def test_a_gguf_export_runs_in_llama_cpp_with_the_students_template(lora_student
     path.write_text(path.read_text().replace("<|im_start|>user\n", "<|im_start|>user "))
     with pytest.raises(ExportError, match="rendered differently"):
         check_export(tmp_path / "edited", rows, SPEC, reference=reference)
+
+    # a GGUF whose pre-tokenizer splits text otherwise (llama.cpp's "default", what this export wrote before)
+    # reads the same conversations as other token ids: the check fails on that, whatever the answers
+    shutil.copytree(tmp_path / "gguf", tmp_path / "split")
+    gguf_with_pre(tmp_path / "gguf/model.gguf", tmp_path / "split/model.gguf", "default")
+    read_otherwise = r"conversations \(prompt and oracle answer\) are read as other token ids .*tokenizer.ggml.pre"
+    with pytest.raises(ExportError, match=read_otherwise):
+        check_export(tmp_path / "split", rows, SPEC, reference=reference)
+    split = json.loads((tmp_path / "split.failed/export.json").read_text())["parity"]
+    assert split["token_mismatches"] == len(rows) and split["template_mismatches"] == 0
 
 
 # ----------------------------------------------------------------------------- a head student

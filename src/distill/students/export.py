@@ -6,12 +6,13 @@ thresholds (:class:`Thresholds`): the change in mean dimension MAE against the o
 items whose tier flips, the share whose answer changes (a generative answer's JSON, a label; a score
 head's scores are continuous and are held to the MAE delta and tier flips), and the drop in the share of
 valid answers. A prompt the export renders differently from the student (its chat template, the GGUF's
-embedded one, or the Modelfile's) fails it whatever the answers. A failed export is moved to
+embedded one, or the Modelfile's) fails it whatever the answers, and so does a test conversation (prompt
+and oracle answer) a GGUF reads as other token ids than the student's tokenizer. A failed export is moved to
 ``<output>.failed`` with its report, so nothing half-checked sits where a deployment would look.
 
 The known ways an export goes wrong, and what catches them: merging LoRA into a quantised base (refused
 before anything is written; a merge damaged that way shows in the parity check) and a chat template that
-is not the student's (the template check).
+is not the student's (the template check); a GGUF tokenizer that splits text otherwise (the token check).
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ def check_export(output: str | Path, rows: list[dict], task, thresholds: Thresho
         report["failures"].insert(0, f"{len(mismatches)} of {len(rows)} prompts are rendered differently by the "
                                      f"export than by the student's chat template (e.g. {mismatches[0]}): the "
                                      "exported model would read other prompts than the student was trained on")
+    split = exported.get("token_mismatches", [])
+    report["token_mismatches"] = len(split)
+    if split:
+        report["failures"].append(f"{len(split)} of {len(rows)} conversations (prompt and oracle answer) are read as "
+                                  f"other token ids by the export than by the student's tokenizer (e.g. {split[0]}): "
+                                  "its tokenizer does not split text as the student's does (tokenizer.ggml.pre in a "
+                                  "GGUF)")
     report["passed"] = not report["failures"]
     info["parity"] = report
     Path(output, EXPORT_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

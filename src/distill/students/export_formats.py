@@ -46,6 +46,7 @@ def write(model_dir: str, manifest: dict[str, Any], fmt: str, output: str, base:
             raise ExportError(_QUANTISED.format(base=base or manifest["config"]["base_model"], how=quantised))
         model = model.merge_and_unload()
         _stop_at_turn_end(model, tokenizer)
+        constrained = _write_schema(out, manifest)
         if fmt == "merged":
             model.save_pretrained(out, safe_serialization=True)
             tokenizer.save_pretrained(out)
@@ -61,8 +62,8 @@ def write(model_dir: str, manifest: dict[str, Any], fmt: str, output: str, base:
             wrapping = role_wrapping(tokenizer)
             max_new = manifest.get("max_new_tokens") or manifest["config"].get("max_new_tokens") or 160
             n_ctx = min(int(model.config.max_position_embeddings), 8192)
-            (out / "Modelfile").write_text(modelfile(wrapping, "model.gguf", tokenizer.eos_token, n_ctx, max_new),
-                                           encoding="utf-8")
+            (out / "Modelfile").write_text(modelfile(wrapping, "model.gguf", tokenizer.eos_token, n_ctx, max_new,
+                                                     constrained=constrained), encoding="utf-8")
             info.update(wrapping=wrapping, n_ctx=n_ctx)
     elif manifest["kind"] == "head":
         from distill.students.head import load_for_inference
@@ -82,6 +83,18 @@ def write(model_dir: str, manifest: dict[str, Any], fmt: str, output: str, base:
 _QUANTISED = ("the base {base} is quantised ({how}): merging the LoRA adapter into quantised weights rounds its update "
               "away (and dequantising first gives another model than the one trained). Export with --base naming a "
               "float checkpoint of the same model, or serve the adapter unmerged on the quantised base")
+
+
+def _write_schema(out: Path, manifest: dict[str, Any]) -> bool:
+    """The answer's JSON schema beside a generative export when the student decodes under it (a deployment
+    should too: Ollama's ``format``, llama.cpp's ``json_schema``); whether it was written."""
+    from distill.students.gguf_export import SCHEMA_FILE
+
+    schema = (manifest.get("task") or {}).get("schema")
+    if not schema or not manifest["config"].get("constrained", True):
+        return False
+    (out / SCHEMA_FILE).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    return True
 
 
 def _stop_at_turn_end(model, tokenizer) -> None:
@@ -115,7 +128,8 @@ def _onnx(model, tokenizer, path: Path) -> None:
 # ----------------------------------------------------------------------------- running an export
 def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None = None) -> dict[str, Any]:
     """The export's predictions on ``rows`` (as a student's: see :func:`distill.students.predict`), and the
-    ids whose prompt the export renders differently from the student (``template_mismatches``)."""
+    ids whose prompt the export renders differently from the student (``template_mismatches``) or reads as
+    other token ids (``token_mismatches``, a GGUF run in llama.cpp)."""
     info = read_export(output)
     manifest, fmt = info["student"], info["format"]
     task = manifest["task"]
@@ -151,16 +165,20 @@ def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None =
         texts = generate(model, tokenizer, prompts, max_new, manifest["config"].get("predict_batch_size", 8),
                          schemas=guided, layout=manifest.get("answer_layout"))
     else:
-        # llama.cpp decodes without the schema here (what Ollama or llama.cpp do unless given one): a student
-        # that needs the constraint to answer validly fails this check, which is what a deployer must know
-        texts, mismatches = _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new)
+        answers = [next((m["content"] for m in r["messages"] if m["role"] == "assistant"), "") for r in rows]
+        texts, mismatches, split = _gguf_answers(output, info, prompts, answers, wanted, ids, student_tok, max_new,
+                                                 guided, manifest.get("answer_layout"))
     return {"predictions": [prediction_from_text(i, t, s, task) for i, t, s in zip(ids, texts, schemas)],
-            "template_mismatches": mismatches}
+            "template_mismatches": mismatches, "token_mismatches": split}
 
 
-def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new) -> tuple[list[str], list[str]]:
-    """llama.cpp's answers to the prompts as the Modelfile renders them; the ids whose rendering (by the
-    Modelfile, or by the chat template inside the GGUF) differs from the student's."""
+def _gguf_answers(output, info, prompts, answers, wanted, ids, student_tok, max_new, schemas, layout
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """llama.cpp's answers to the prompts as the Modelfile renders them, under ``schemas`` in ``layout`` when
+    the student decodes under its schema (None: free); the ids whose rendering (by the Modelfile, or by the
+    chat template inside the GGUF) differs from the student's; the ids whose conversation (the rendered
+    prompt and the oracle's ``answers``, what the student was trained on) llama.cpp reads as other token
+    ids than the student's tokenizer does."""
     import gguf
 
     from distill.isolation import call_isolated, package_version
@@ -175,12 +193,15 @@ def _gguf_answers(output, info, prompts, wanted, ids, student_tok, max_new) -> t
                for p in prompts]
     same_modelfile = f'TEMPLATE """{go_template(wrapping)}"""' in modelfile
     mismatches = [i for i, a, b, w in zip(ids, rendered, by_gguf, wanted) if a != w or b != w or not same_modelfile]
-    lengths = [len(student_tok(t, add_special_tokens=False)["input_ids"]) for t in rendered]
-    n_ctx = min(info["n_ctx"], max(lengths, default=0) + max_new + 16)
-    texts = call_isolated("distill.students.gguf_export:generate_gguf", runtime=f"llama.cpp (llama-cpp-python "
-                          f"{package_version('llama-cpp-python')})", doing="running the GGUF export",
-                          path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx)
-    return texts, mismatches
+    conversations = [p + a for p, a in zip(rendered, answers)]
+    student_ids = [student_tok(t, add_special_tokens=False)["input_ids"] for t in conversations]
+    n_ctx = min(info["n_ctx"], max(map(len, student_ids), default=0) + max_new + 16)
+    run = call_isolated("distill.students.gguf_export:generate_gguf", runtime=f"llama.cpp (llama-cpp-python "
+                        f"{package_version('llama-cpp-python')})", doing="running the GGUF export",
+                        path=str(Path(output) / "model.gguf"), prompts=rendered, max_new_tokens=max_new, n_ctx=n_ctx,
+                        schemas=schemas, layout=layout, read=conversations)
+    split = [i for i, a, b in zip(ids, run["read_tokens"], student_ids) if list(a) != list(b)]
+    return run["texts"], mismatches, split
 
 
 def _tokenizer(path):

@@ -7,8 +7,10 @@ this module writes what it can verify: the **llama** and **qwen2** architectures
 2.5 students) with a byte-level BPE tokenizer, in float32 (or float16), the Q/K projections permuted as
 llama.cpp's converter permutes them for llama. The tokenizer comes from the base's own GGUF when the base
 was one (the packaged SmolLM2: vocabulary, merges and llama.cpp's pre-tokenizer name), else from
-``tokenizer.json`` (pre-tokenizer ``default``). Other architectures: export ``--format merged`` and run
-llama.cpp's converter on it.
+``tokenizer.json``, with the llama.cpp pre-tokenizer that splits text as the student's does
+(:func:`pre_tokenizer_name`; the parity check then compares llama.cpp's token ids of every prompt with the
+student's). Other architectures or pre-tokenizers: export ``--format merged`` and run llama.cpp's
+converter on it.
 
 The chat template written into the GGUF is the student's tokenizer's; the Modelfile's ``TEMPLATE`` is the
 same template written as Ollama's Go template. A Go template cannot express every Jinja template, so the
@@ -112,7 +114,7 @@ def _write_tokenizer(writer, tokenizer, vocab_size: int, source_gguf: Path | Non
                  else gguf.TokenType.NORMAL for i in range(vocab_size)]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("default")
+        writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer))
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         writer.add_token_merges(merges)
@@ -124,6 +126,60 @@ def _write_tokenizer(writer, tokenizer, vocab_size: int, source_gguf: Path | Non
         if value is not None:
             setter(int(value))
     writer.add_chat_template(tokenizer.chat_template)
+
+
+#: the Hugging Face pre-tokenizers llama.cpp reproduces, by the regex they split on before the byte-level
+#: map, and llama.cpp's name for each (``tokenizer.ggml.pre``): GPT-2's (a plain ``ByteLevel``), SmolLM's
+#: (GPT-2's after one digit a piece), Qwen2's and Llama 3's
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3 = _QWEN2.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+PRE_TOKENIZERS = {(_GPT2,): "gpt-2", ("digits", _GPT2): "smollm", (_QWEN2,): "qwen2", (_LLAMA3,): "llama-bpe"}
+
+
+def hf_pre_tokenizer(name: str):
+    """The Hugging Face pre-tokenizer that splits text as llama.cpp's pre-tokenizer ``name`` does (one of
+    :data:`PRE_TOKENIZERS`'), or None."""
+    from tokenizers import Regex, pre_tokenizers
+
+    key = next((k for k, v in PRE_TOKENIZERS.items() if v == name), None)
+    if key is None:
+        return None
+    steps = []
+    for step in key:
+        if step == "digits":
+            steps.append(pre_tokenizers.Digits(individual_digits=True))
+        elif step == _GPT2:
+            steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=True))
+        else:
+            steps += [pre_tokenizers.Split(Regex(step), behavior="isolated", invert=False),
+                      pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)]
+    return steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(steps)
+
+
+def pre_tokenizer_name(tokenizer) -> str:
+    """llama.cpp's name for the student's pre-tokenizer (how text is split before BPE merges), found from
+    its ``tokenizer.json``; an ExportError when llama.cpp has none that splits text the same way."""
+    pre = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    key: list[str] = []
+    for step in steps:
+        kind = step.get("type")
+        if kind == "Digits" and step.get("individual_digits"):
+            key.append("digits")
+        elif kind == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
+            key.append((step.get("pattern") or {}).get("Regex", "?"))
+        elif kind == "ByteLevel" and step.get("use_regex", True):
+            key.append(_GPT2)
+        elif kind != "ByteLevel":
+            key.append(f"{kind}?")
+    name = PRE_TOKENIZERS.get(tuple(key))
+    if name is None:
+        raise ExportError(f"GGUF export: llama.cpp has no pre-tokenizer known here to split text as this student's "
+                          f"tokenizer does ({json.dumps(pre)[:200]}); export --format merged and convert that folder "
+                          "with llama.cpp's convert_hf_to_gguf.py")
+    return name
 
 
 # ----------------------------------------------------------------------------- the chat template
@@ -165,9 +221,16 @@ def go_template(wrapping: dict[str, Any]) -> str:
     return f"{{{{ range .Messages }}}}{branches}{{{{ end }}}}{{{{ end }}}}{wrapping['generation']}"
 
 
-def modelfile(wrapping: dict[str, Any], gguf_name: str, stop: str, num_ctx: int, max_new_tokens: int) -> str:
+#: where an export keeps the answer's JSON schema when the student decodes under it
+SCHEMA_FILE = "answer.schema.json"
+
+
+def modelfile(wrapping: dict[str, Any], gguf_name: str, stop: str, num_ctx: int, max_new_tokens: int,
+              constrained: bool = False) -> str:
+    schema = (f"# The student was evaluated decoding under {SCHEMA_FILE}: send it as the request's `format`\n"
+              if constrained else "")
     return (f"# Written by `distill export`: the student's own chat template, greedy decoding as in evaluation\n"
-            f"FROM ./{gguf_name}\n"
+            f"{schema}FROM ./{gguf_name}\n"
             f'TEMPLATE """{go_template(wrapping)}"""\n'
             f'PARAMETER stop "{stop}"\n'
             "PARAMETER temperature 0\n"
@@ -176,19 +239,62 @@ def modelfile(wrapping: dict[str, Any], gguf_name: str, stop: str, num_ctx: int,
 
 
 # ----------------------------------------------------------------------------- llama.cpp
-def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int) -> list[str]:
-    """Greedy answers of the GGUF at ``path`` in llama.cpp to already rendered ``prompts`` (run it through
-    :func:`distill.isolation.call_isolated`: a crash in llama.cpp must not take the caller down)."""
+def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int,
+                  schemas: list[dict[str, Any] | None] | None = None, layout: dict[str, Any] | None = None,
+                  read: list[str] | None = None) -> dict[str, list]:
+    """Greedy answers (``texts``) of the GGUF at ``path`` in llama.cpp to already rendered ``prompts``, and
+    the token ids llama.cpp reads each of ``read`` as (``read_tokens``; default the prompts). Run it through
+    :func:`distill.isolation.call_isolated`: a crash in llama.cpp must not take the caller down.
+
+    With ``schemas`` (one per prompt, None: free), each answer is decoded under its JSON schema in
+    ``layout`` as the student decodes (:mod:`distill.students.guided`): the same llguidance grammar masks
+    llama.cpp's logits at every step, over the GGUF's own vocabulary, and the best allowed token is taken.
+    Every token is the model's pick, none is forced in ahead of it (the embedded oracle's fast-forward
+    would write the grammar's own tokenisation of a key, which the student may not have chosen)."""
     import os
 
     from llama_cpp import Llama
 
     llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
+    schemas = schemas or [None] * len(prompts)
     out = []
-    for text in prompts:
+    for text, schema in zip(prompts, schemas):
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         llm.reset()
-        result = llm.create_completion(tokens, max_tokens=max_new_tokens, temperature=0.0, top_k=1, top_p=1.0,
-                                       repeat_penalty=1.0)
-        out.append(result["choices"][0]["text"])
-    return out
+        if schema is None:
+            result = llm.create_completion(tokens, max_tokens=max_new_tokens, temperature=0.0, top_k=1, top_p=1.0,
+                                           repeat_penalty=1.0)
+            out.append(result["choices"][0]["text"])
+        else:
+            out.append(_guided_gguf(llm, tokens, schema, layout, max_new_tokens))
+    tokens = [llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) for text in (read or prompts)]
+    return {"texts": out, "read_tokens": tokens}
+
+
+def _guided_gguf(llm, prompt: list[int], schema: dict[str, Any], layout: dict[str, Any] | None,
+                 max_new_tokens: int) -> str:
+    import llama_cpp
+    import llguidance
+    import numpy as np
+    from llguidance.llamacpp import lltokenizer_from_vocab
+
+    from distill.students.guided import grammar
+
+    n_vocab = llm.n_vocab()
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    eog = {t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+    lltok = lltokenizer_from_vocab(vocab, eos_token=sorted(eog))
+    matcher = llguidance.LLMatcher(lltok, grammar(schema, layout), log_level=0)
+    if matcher.is_error():
+        raise ValueError(f"the answer schema cannot be turned into a grammar: {matcher.get_error()}")
+    llm.eval(prompt)
+    answer: list[int] = []
+    while len(answer) < max_new_tokens and not matcher.is_stopped():  # stopped: only the turn's end is left
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        token = int(np.argmax(np.where(bits[:n_vocab].astype(bool), logits, -np.inf)))
+        if token in eog or not matcher.consume_token(token):
+            break
+        answer.append(token)
+        llm.eval([token])
+    return llm.detokenize(answer).decode("utf-8", errors="replace")
