@@ -3,8 +3,11 @@
 Data: a slice of the public BBC News corpus (``../shared/data/corpora/bbc_news_2225.jsonl``, every
 ``--every``-th article so all five sections are in it; the file is sorted by section), labelled by the
 file oracle from its ``category`` column (``filters/bbc_topic``: real labels, no LLM), run through the
-pipeline's own stage functions (prefilter, label, merge, split) in a temporary folder. Or, with
-``--split DIR --filter NAME``, an existing split (the demo's ``data/split`` after ``dvc exp run``).
+pipeline's own stage functions (prefilter, label, merge, split) in a temporary folder. With ``--corpus
+energy``, a rubric task instead: every 8th item of the energy headlines corpus (headline and RSS teaser)
+scored on the demo filter's rubric by the embedded oracle (:func:`energy_split`; its answers cached, so
+only the first run pays the labelling, about 10 minutes on 2 cores). Or, with ``--split DIR --filter
+NAME``, an existing split (the demo's ``data/split`` after ``dvc exp run``).
 
 Each student (``--students sklearn,lora``; ``head`` too) is trained by the train stage function (which also fits the
 baselines) and judged by the evaluate stage function on the same test items: accuracy and macro-F1 (or
@@ -19,8 +22,9 @@ answer JSON, since the file oracle spends none.
 The LoRA student on a CPU is slow: it trains ``--lora-steps`` steps (default 30, batch 4) on SmolLM2-135M,
 far fewer than a real run; its figures show the pipeline, not what LoRA can reach.
 
-Run: ``.venv/bin/python benchmarks/student.py [--every 5] [--students sklearn,lora] [--lora-steps 30]
-[--write]``; ``--write`` replaces the section between the markers in ``benchmarks/RESULTS.md``.
+Run: ``.venv/bin/python benchmarks/student.py [--corpus bbc|energy] [--every N] [--students sklearn,lora]
+[--lora-steps 30] [--write]``; ``--write`` replaces the corpus's section between its markers in
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- student:start -->", "<!-- student:end -->"
 BBC = ROOT.parent / "shared" / "data" / "corpora" / "bbc_news_2225.jsonl"
+ENERGY = ROOT.parent / "shared" / "data" / "corpora" / "energy_news_headlines_8973.jsonl"
+#: the RESULTS.md section each corpus writes
+SECTIONS = {"bbc": "student", "energy": "student-rubric"}
 #: oracles priced in the cost table (published prices, distill.providers.prices)
 ORACLES = ("gpt-4o-mini", "gemini-2.5-flash", "claude-haiku-4-5", "gpt-4.1")
 CORES, CPU_HOUR_USD = os.cpu_count() or 1, 0.045
@@ -66,7 +72,43 @@ def bbc_split(work: Path, every: int, max_words: int) -> tuple[object, Path]:
     return spec, work / "split"
 
 
-def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int) -> dict:
+def energy_split(work: Path, every: int, max_words: int, cache: Path) -> tuple[object, Path]:
+    """A rubric task on real items: every ``every``-th energy headline with its RSS teaser, prefiltered by the
+    demo filter's rules (``min_words`` lowered to 15 for headline-sized items, in a copy of the filter) and
+    scored on its rubric by the embedded oracle (SmolLM2-135M in llama.cpp; its answers cached in ``cache``,
+    so a rerun asks nothing), then merged and split as the pipeline does."""
+    import shutil
+
+    import yaml
+
+    from distill import pipeline
+    from distill.config import LabelConfig, MergeConfig, PrefilterConfig, SplitConfig
+    from distill.filterspec import load_filter_at
+    from distill.providers import oracle_config
+
+    lines = ENERGY.read_text(encoding="utf-8").splitlines()[::every]
+    (work / "energy.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    folder = work / "filters" / "sustainability_tech_deployment" / "v1"
+    shutil.copytree(ROOT / "filters" / "sustainability_tech_deployment" / "v1", folder)
+    config = yaml.safe_load((folder / "filter.yaml").read_text(encoding="utf-8"))
+    config["prefilter"]["min_words"] = 15
+    (folder / "filter.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    spec = load_filter_at(work / "filters", "sustainability_tech_deployment", "v1")
+    metrics = work / "metrics"
+    pipeline.prefilter(PrefilterConfig(input=str(work / "energy.jsonl"), unescape_html=True,
+                                       field_map={"id": "id", "title": "title", "text": ["lead", "title"]},
+                                       output_dir=str(work / "prefiltered")), spec, metrics)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    pipeline.label(LabelConfig(max_words=max_words, progress="off", output_dir=str(work / "labels"),
+                               cache_path=str(cache)),
+                   oracle_config(provider="local"), spec, work / "prefiltered" / "passed.jsonl", metrics)
+    pipeline.merge(MergeConfig(extra_dir=str(work / "none"), reviews=str(work / "none.jsonl"),
+                               output_dir=str(work / "merged")), spec, work / "labels" / "labels.jsonl", metrics)
+    pipeline.split(SplitConfig(output_dir=str(work / "split")), spec, work / "merged" / "labels.jsonl", metrics)
+    return spec, work / "split"
+
+
+def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int, filters: Path) -> dict:
     from distill import pipeline
     from distill.config import EvaluateConfig, HeadStudent, LoraStudent, SklearnStudent, TrainConfig
 
@@ -81,10 +123,10 @@ def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int) -> di
     ev = pipeline.evaluate(EvaluateConfig(output_dir=str(work / f"eval-{kind}")), spec, split,
                            work / f"model-{kind}", metrics_dir)
     return {"kind": kind, "train": train, "eval": ev, "config": student.model_dump(),
-            "speed": throughput(work / f"model-{kind}", spec, split)}
+            "speed": throughput(work / f"model-{kind}", spec, split, filters)}
 
 
-def throughput(model_dir: Path, spec, split: Path) -> dict[str, float]:
+def throughput(model_dir: Path, spec, split: Path, filters: Path) -> dict[str, float]:
     """Items/s on the test prompts through `distill infer`'s Predictor in a fresh process: the first call
     (loading the model included; for LoRA a child process too) and a second one (loaded)."""
     import subprocess
@@ -94,7 +136,7 @@ def throughput(model_dir: Path, spec, split: Path) -> dict[str, float]:
         "import json, sys, time\n"
         "from distill.filterspec import load_filter_at\n"
         "from distill.inference import Predictor\n"
-        f"spec = load_filter_at({str(ROOT / 'filters')!r}, {spec.name!r}, {spec.version!r})\n"
+        f"spec = load_filter_at({str(filters)!r}, {spec.name!r}, {spec.version!r})\n"
         f"rows = [json.loads(x) for x in open({str(split / 'test.jsonl')!r}) if x.strip()]\n"
         "out = {}\n"
         f"with Predictor({str(model_dir)!r}, spec) as p:\n"
@@ -132,19 +174,20 @@ def _ci(m: dict, key: str) -> str:
     return f"{m.get(key)} [{ci['lo']}, {ci['hi']}]" if ci else f"{m.get(key)}"
 
 
-def report(results: list[dict], data: str, tokens: tuple[float, float], costs: dict[str, float]) -> str:
+def report(results: list[dict], data: str, tokens: tuple[float, float], costs: dict[str, float],
+           title: str = "Students", command: str = "--write") -> str:
     first = results[0]["eval"]
     score = "overall_mae" in first
     keys = ("overall_mae", "tier_accuracy") if score else ("accuracy", "macro_f1")
     constant = "mean" if score else "majority"
     lines = [
-        "## Students",
+        f"## {title}",
         "",
         (f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores (shared with "
          f"other work while measured); Python {platform.python_version()}"),
         f"- Date: {time.strftime('%Y-%m-%d')}",
         f"- Data: {data}; {first['n_test']} test items, the same for every row",
-        "- Command: `.venv/bin/python benchmarks/student.py --write` (module docstring: what each column measures)",
+        f"- Command: `.venv/bin/python benchmarks/student.py {command}` (module docstring: what each column measures)",
         "",
         (f"| student | train s | items/s first call | items/s loaded | {' | '.join(f'{k} [95% CI]' for k in keys)}"
          f" | student - {constant}: {keys[0]} [95% CI] | valid answers |"),
@@ -178,7 +221,12 @@ def _rate(v: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--every", type=int, default=5, help="every N-th BBC article (5: 445 articles)")
+    ap.add_argument("--corpus", choices=sorted(SECTIONS), default="bbc",
+                    help="bbc: sections as labels (file oracle); energy: the demo rubric scored by the embedded oracle")
+    ap.add_argument("--every", type=int, default=None,
+                    help="every N-th item (bbc default 5: 445 articles; energy default 8: 1,122 headlines)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="energy: the oracle's answer cache (default ~/.cache/distill/bench-energy.sqlite)")
     ap.add_argument("--max-words", type=int, default=120, help="label.max_words: the prompt's article length")
     ap.add_argument("--students", default="sklearn,lora")
     ap.add_argument("--lora-steps", type=int, default=30)
@@ -188,28 +236,43 @@ def main() -> None:
     args = ap.parse_args()
     from distill.filterspec import load_filter_at
 
+    every = args.every or {"bbc": 5, "energy": 8}[args.corpus]
+    filters = ROOT / "filters"
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         work = Path(tmp)
         os.chdir(work)
         if args.split is not None:
-            spec, split = load_filter_at(ROOT / "filters", args.filter, "v1"), args.split.resolve()
+            spec, split = load_filter_at(filters, args.filter, "v1"), args.split.resolve()
             data = f"the split in {args.split} ({args.filter})"
+        elif args.corpus == "energy":
+            from distill.students.bases import cache_dir
+
+            spec, split = energy_split(work, every, args.max_words,
+                                       args.cache or cache_dir() / "bench-energy.sqlite")
+            filters = work / "filters"
+            data = (f"every {every}th item of the energy headlines corpus (`../shared/data`, headline and RSS teaser), "
+                    "prefiltered by the demo filter's rules (min_words 15), scored on its rubric by the embedded "
+                    "oracle (SmolLM2-135M), split 80/10/10 (seed 42)")
         else:
-            spec, split = bbc_split(work, args.every, args.max_words)
-            data = (f"every {args.every}th article of the BBC News corpus (`../shared/data`), its sections as labels "
+            spec, split = bbc_split(work, every, args.max_words)
+            data = (f"every {every}th article of the BBC News corpus (`../shared/data`), its sections as labels "
                     f"through the file oracle (`filters/bbc_topic`), label.max_words {args.max_words}, split "
                     "80/10/10 (seed 42)")
-        results = [run_student(kind, spec, split, work, args.lora_steps) for kind in args.students.split(",")]
+        results = [run_student(kind, spec, split, work, args.lora_steps, filters) for kind in args.students.split(",")]
         tokens = prompt_tokens(split)
     if any(r["kind"] == "lora" for r in results):
         data += f"; the LoRA student trained {args.lora_steps} steps of batch 4 on the CPU (a real run trains far more)"
-    text = report(results, data, tokens, oracle_costs(*tokens))
+    name = SECTIONS[args.corpus]
+    command = "--write" if args.corpus == "bbc" else f"--corpus {args.corpus} --students {args.students} --write"
+    title = "Students" if args.corpus == "bbc" else "Students on a rubric"
+    text = report(results, data, tokens, oracle_costs(*tokens), title, command)
     print(text)
     if args.write:
-        section = f"{START}\n{text}\n{END}"
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        section = f"{start}\n{text}\n{end}"
         old = RESULTS.read_text(encoding="utf-8")
-        new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, old, flags=re.DOTALL) \
-            if START in old else old.rstrip() + "\n\n" + section + "\n"
+        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, old, flags=re.DOTALL) \
+            if start in old else old.rstrip() + "\n\n" + section + "\n"
         RESULTS.write_text(new, encoding="utf-8")
 
 
