@@ -101,7 +101,8 @@ def energy_split(work: Path, every: int, max_words: int, cache: Path) -> tuple[o
     cache.parent.mkdir(parents=True, exist_ok=True)
     pipeline.label(LabelConfig(max_words=max_words, progress="off", output_dir=str(work / "labels"),
                                cache_path=str(cache)),
-                   oracle_config(provider="local"), spec, work / "prefiltered" / "passed.jsonl", metrics)
+                   oracle_config(yaml.safe_load((ROOT / "conf/oracle/local.yaml").read_text(encoding="utf-8"))),
+                   spec, work / "prefiltered" / "passed.jsonl", metrics)
     pipeline.merge(MergeConfig(extra_dir=str(work / "none"), reviews=str(work / "none.jsonl"),
                                output_dir=str(work / "merged")), spec, work / "labels" / "labels.jsonl", metrics)
     pipeline.split(SplitConfig(output_dir=str(work / "split")), spec, work / "merged" / "labels.jsonl", metrics)
@@ -115,7 +116,7 @@ def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int, filte
     students = {"sklearn": lambda: SklearnStudent(kind="sklearn"),
                 "head": lambda: HeadStudent(kind="head", save_steps=0),  # conf/student/head.yaml's defaults
                 "lora": lambda: LoraStudent(kind="lora", max_steps=lora_steps, batch_size=4, grad_accum=1,
-                                            max_length=512, max_new_tokens=24, save_steps=0)}
+                                            max_length=None, save_steps=0)}
     student = students[kind]()
     metrics_dir = work / f"metrics-{kind}"
     metrics_dir.mkdir(exist_ok=True)

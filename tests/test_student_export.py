@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,7 @@ def lora_student(tmp_path_factory):
     cfg = LoraStudent(kind="lora", base_model=base, rank=16, alpha=32, dropout=0.0, max_steps=60, learning_rate=1e-2,
                       batch_size=4, save_steps=0, checkpoint_dir=str(root / "ckpt"),
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    train_student(cfg, dataset(8), [], DIMS, root / "student")
+    train_student(cfg, dataset(8), [], SPEC, root / "student")  # as the train stage does: the filter
     rows = dataset(6, start=200)
     return str(root / "student"), rows, predict(root / "student", rows, SPEC)
 
@@ -71,6 +72,9 @@ def test_a_merged_lora_export_loads_without_peft_and_answers_like_the_student(lo
     files = {p.name for p in (tmp_path / "merged").iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "export.json"} <= files
     assert not any(name.startswith("adapter") for name in files)  # merged: no peft needed to load it
+    schema = json.loads((tmp_path / "merged/answer.schema.json").read_text())  # the student decodes under it
+    assert schema == json.loads((Path(model) / "student.json").read_text())["task"]["schema"]
+    assert schema["required"][: len(DIMS)] == DIMS
     assert json.loads((tmp_path / "merged/export.json").read_text())["parity"]["passed"] is True
 
 

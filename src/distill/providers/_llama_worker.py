@@ -74,8 +74,6 @@ class Worker:
             verbose=False,
         )
         self.formatter = _chat_formatter(self.llm)
-        vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
-        self.eog = {t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
         return {"version": llama_cpp.__version__, "load_s": round(time.perf_counter() - t0, 3),
                 "n_ctx": self.llm.n_ctx(), "chat_template": self.formatter is not None}
 
@@ -94,13 +92,10 @@ class Worker:
 
     # ------------------------------------------------------------------ chat
     def matcher(self, schema: dict[str, Any]):
-        import llama_cpp
         import llguidance
-        from llguidance.llamacpp import lltokenizer_from_vocab
 
         if self.tokenizer is None:
-            vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
-            self.tokenizer = lltokenizer_from_vocab(vocab, eos_token=sorted(self.eog))
+            self.eog, self.tokenizer = guidance_vocab(self.llm)
         key = json.dumps(schema, sort_keys=True)
         if key not in self.grammars:
             self.grammars[key] = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
@@ -148,7 +143,7 @@ class Worker:
                 llm.eval(forced)
                 continue
             logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-            token = _pick(logits, matcher, n_vocab, temperature, rng)
+            token = pick_token(logits, matcher, n_vocab, temperature, rng)
             if token in self.eog:
                 finish = "stop"
                 break
@@ -163,7 +158,18 @@ class Worker:
         return {"text": text, "input_tokens": len(prompt), "output_tokens": len(out), "finish_reason": finish}
 
 
-def _pick(logits, matcher, n_vocab: int, temperature: float, rng) -> int:
+def guidance_vocab(llm) -> tuple[set[int], Any]:
+    """The end-of-generation token ids of the model loaded in ``llm``, and llguidance's view of its
+    vocabulary (about 0.3 s for SmolLM2's 49,152 tokens)."""
+    import llama_cpp
+    from llguidance.llamacpp import lltokenizer_from_vocab
+
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+    return eog, lltokenizer_from_vocab(vocab, eos_token=sorted(eog))
+
+
+def pick_token(logits, matcher, n_vocab: int, temperature: float = 0.0, rng=None) -> int:
     """The next token: the best allowed one (greedy), or a draw from the allowed ones' softmax."""
     import numpy as np
 

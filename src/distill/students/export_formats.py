@@ -161,6 +161,7 @@ def predict_exported(output: str, rows: list[dict], schemas: list[dict] | None =
         tokenizer.padding_side = "left"
         rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
         mismatches = [i for i, a, b in zip(ids, rendered, wanted) if a != b]
+        split: list[str] = []  # the student's own tokenizer, saved with the model
         model = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
         texts = generate(model, tokenizer, prompts, max_new, manifest["config"].get("predict_batch_size", 8),
                          schemas=guided, layout=manifest.get("answer_layout"))

@@ -257,6 +257,7 @@ def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int
 
     llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
     schemas = schemas or [None] * len(prompts)
+    vocab = None
     out = []
     for text, schema in zip(prompts, schemas):
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -265,34 +266,35 @@ def generate_gguf(path: str, prompts: list[str], max_new_tokens: int, n_ctx: int
             result = llm.create_completion(tokens, max_tokens=max_new_tokens, temperature=0.0, top_k=1, top_p=1.0,
                                            repeat_penalty=1.0)
             out.append(result["choices"][0]["text"])
-        else:
-            out.append(_guided_gguf(llm, tokens, schema, layout, max_new_tokens))
+            continue
+        if vocab is None:
+            from distill.providers._llama_worker import guidance_vocab
+
+            vocab = guidance_vocab(llm)
+        out.append(_guided_gguf(llm, vocab, tokens, schema, layout, max_new_tokens))
     tokens = [llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) for text in (read or prompts)]
     return {"texts": out, "read_tokens": tokens}
 
 
-def _guided_gguf(llm, prompt: list[int], schema: dict[str, Any], layout: dict[str, Any] | None,
+def _guided_gguf(llm, vocab, prompt: list[int], schema: dict[str, Any], layout: dict[str, Any] | None,
                  max_new_tokens: int) -> str:
-    import llama_cpp
+    """One greedy answer under ``schema``: the embedded oracle's token pick (:mod:`distill.providers._llama_worker`)
+    without its fast-forward; ``vocab``: its (end-of-generation ids, llguidance tokenizer)."""
     import llguidance
     import numpy as np
-    from llguidance.llamacpp import lltokenizer_from_vocab
 
+    from distill.providers._llama_worker import pick_token
     from distill.students.guided import grammar
 
+    eog, lltok = vocab
     n_vocab = llm.n_vocab()
-    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
-    eog = {t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
-    lltok = lltokenizer_from_vocab(vocab, eos_token=sorted(eog))
     matcher = llguidance.LLMatcher(lltok, grammar(schema, layout), log_level=0)
     if matcher.is_error():
         raise ValueError(f"the answer schema cannot be turned into a grammar: {matcher.get_error()}")
     llm.eval(prompt)
     answer: list[int] = []
     while len(answer) < max_new_tokens and not matcher.is_stopped():  # stopped: only the turn's end is left
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
-        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        token = int(np.argmax(np.where(bits[:n_vocab].astype(bool), logits, -np.inf)))
+        token = pick_token(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,)), matcher, n_vocab)
         if token in eog or not matcher.consume_token(token):
             break
         answer.append(token)
