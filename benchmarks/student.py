@@ -109,14 +109,15 @@ def energy_split(work: Path, every: int, max_words: int, cache: Path) -> tuple[o
     return spec, work / "split"
 
 
-def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int, filters: Path) -> dict:
+def run_student(kind: str, spec, split: Path, work: Path, lora_steps: int, filters: Path,
+                backend: str = "auto") -> dict:
     from distill import pipeline
     from distill.config import EvaluateConfig, HeadStudent, LoraStudent, SklearnStudent, TrainConfig
 
     students = {"sklearn": lambda: SklearnStudent(kind="sklearn"),
                 "head": lambda: HeadStudent(kind="head", save_steps=0),  # conf/student/head.yaml's defaults
                 "lora": lambda: LoraStudent(kind="lora", max_steps=lora_steps, batch_size=4, grad_accum=1,
-                                            max_length=None, save_steps=0)}
+                                            max_length=None, save_steps=0, backend=backend)}
     student = students[kind]()
     metrics_dir = work / f"metrics-{kind}"
     metrics_dir.mkdir(exist_ok=True)
@@ -190,18 +191,20 @@ def report(results: list[dict], data: str, tokens: tuple[float, float], costs: d
         f"- Data: {data}; {first['n_test']} test items, the same for every row",
         f"- Command: `.venv/bin/python benchmarks/student.py {command}` (module docstring: what each column measures)",
         "",
-        (f"| student | train s | items/s first call | items/s loaded | {' | '.join(f'{k} [95% CI]' for k in keys)}"
-         f" | student - {constant}: {keys[0]} [95% CI] | valid answers |"),
-        "|---|---:|---:|---:|" + "---:|" * len(keys) + "---:|---:|",
+        (f"| student | train s | train tokens/s | items/s first call | items/s loaded | "
+         f"{' | '.join(f'{k} [95% CI]' for k in keys)} | student - {constant}: {keys[0]} [95% CI] | valid answers |"),
+        "|---|---:|---:|---:|---:|" + "---:|" * len(keys) + "---:|---:|",
     ]
     base = first["baselines"][constant]
     for r in [*results, {"kind": f"{constant} (baseline)", "eval": base}]:
         ev, speed = r["eval"], r.get("speed") or {}
         seconds = f"{r['train']['student_seconds']:.1f}" if "train" in r else "-"
+        tok_rate = _rate((r.get("train") or {}).get("tokens_per_second"))
         diff = (ev.get(f"student_minus_{constant}") or {}).get(keys[0])
         diff_text = f"{diff['diff']:+} [{diff['ci']['lo']}, {diff['ci']['hi']}]" if diff and diff.get("ci") else "-"
-        lines.append(f"| {r['kind']} | {seconds} | {_rate(speed.get('cold'))} | {_rate(speed.get('warm'))} | "
-                     + " | ".join(_ci(ev, k) for k in keys) + f" | {diff_text} | {ev.get('valid_json_share')} |")
+        lines.append(f"| {r['kind']} | {seconds} | {tok_rate} | {_rate(speed.get('cold'))} | "
+                     f"{_rate(speed.get('warm'))} | " + " | ".join(_ci(ev, k) for k in keys)
+                     + f" | {diff_text} | {ev.get('valid_json_share')} |")
     lines += ["", (f"Cost per 1,000 items (USD). Oracles: {tokens[0]:.0f} input and {tokens[1]:.0f} output tokens per "
                    "item estimated from these prompts, at published prices (`distill.providers.prices`, online, no "
                    f"batch discount). Students: the loaded throughput above on {CORES} cores at ${CPU_HOUR_USD} per "
@@ -231,6 +234,8 @@ def main() -> None:
     ap.add_argument("--max-words", type=int, default=120, help="label.max_words: the prompt's article length")
     ap.add_argument("--students", default="sklearn,lora")
     ap.add_argument("--lora-steps", type=int, default=30)
+    ap.add_argument("--backend", choices=("auto", "peft", "unsloth"), default="auto",
+                    help="the LoRA student's student.backend (unsloth: a CUDA GPU with the gpu extra)")
     ap.add_argument("--split", type=Path, default=None, help="an existing split folder instead of the BBC slice")
     ap.add_argument("--filter", default="sustainability_tech_deployment", help="the filter of --split")
     ap.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
@@ -259,7 +264,8 @@ def main() -> None:
             data = (f"every {every}th article of the BBC News corpus (`../shared/data`), its sections as labels "
                     f"through the file oracle (`filters/bbc_topic`), label.max_words {args.max_words}, split "
                     "80/10/10 (seed 42)")
-        results = [run_student(kind, spec, split, work, args.lora_steps, filters) for kind in args.students.split(",")]
+        results = [run_student(kind, spec, split, work, args.lora_steps, filters, args.backend)
+                   for kind in args.students.split(",")]
         tokens = prompt_tokens(split)
     if any(r["kind"] == "lora" for r in results):
         data += f"; the LoRA student trained {args.lora_steps} steps of batch 4 on the CPU (a real run trains far more)"
